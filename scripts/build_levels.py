@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Build the codebook levels of a model and measure each level's static prior.
+
+1. Encode training photos with the full codebook and count how often each code is used.
+2. K-means (scikit-learn) of the full codebook into each level size, codes weighted by usage.
+3. Encode the photos again at every level and store the index histograms as integer priors.
+
+Example:
+    python scripts/build_levels.py --checkpoint runs/default/last.pt --data ../shared/data/train \
+        --out weights/vqcodec-f16.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqcodec.codec.image_io import load_image  # noqa: E402
+from vqcodec.training.data import list_images  # noqa: E402
+from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts  # noqa: E402
+from vqcodec.training.trainer import load_checkpoint_model  # noqa: E402
+from vqcodec.weights import load_model, save_model  # noqa: E402
+
+PAPER_LEVELS = [2048, 1024, 512, 256, 128, 64, 32, 16, 8]
+
+
+def image_batches(files: list[Path], factor: int):
+    """Whole training images, cropped to a multiple of the factor, one per batch."""
+    for path in tqdm(files, desc="images", unit="img"):
+        im = load_image(path)
+        w, h = (im.width // factor) * factor, (im.height // factor) * factor
+        arr = np.asarray(im.crop((0, 0, w, h)), dtype=np.uint8)
+        yield torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="training checkpoint (last.pt) from scripts/train_vqgan.py")
+    src.add_argument("--model", help="an existing vqcodec .safetensors model (its levels are rebuilt)")
+    p.add_argument("--data", required=True, help="training photos (never Kodak/CLIC)")
+    p.add_argument("--out", required=True, help="output .safetensors")
+    p.add_argument("--levels", type=int, nargs="+", default=PAPER_LEVELS)
+    p.add_argument("--default-level", type=int, default=0, help="level used when none is asked for (0: full)")
+    p.add_argument("--max-images", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    model = load_checkpoint_model(args.checkpoint) if args.checkpoint else load_model(args.model).model
+    model.level_codebooks, model.level_overrides = {}, {}
+    model.config.default_level = args.default_level
+    files = list_images(args.data)
+    random.Random(args.seed).shuffle(files)
+    files = files[: args.max_images]
+    factor = model.config.downsampling
+
+    full = model.config.n_embed
+    usage = index_counts(model, image_batches(files, factor), [full])[full]
+    logging.info("full codebook: %d of %d codes used on %d images", int((usage > 0).sum()), full, len(files))
+    raw_codebook = model.quantize.embedding.weight.detach()
+    for size in tqdm(sorted(args.levels, reverse=True), desc="k-means", unit="level"):
+        centers = kmeans_codebook(model.codebook(), size, usage, seed=args.seed)
+        if not model.config.l2_normalize:
+            centers = centers.to(raw_codebook.dtype)
+        model.add_level(centers)
+    counts = index_counts(model, image_batches(files, factor), model.levels)
+    for level, c in counts.items():
+        probs = c.double() / c.sum()
+        nz = probs[probs > 0]
+        logging.info("level %5d: entropy %.3f bits/index (uniform %.3f), %d codes used",
+                     level, float(-(nz * nz.log2()).sum()), float(np.log2(level)), int((c > 0).sum()))
+    save_model(args.out, model, priors_from_counts(counts))
+    logging.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

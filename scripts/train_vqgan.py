@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train (or resume) a vqcodec VQGAN and optionally export it as a safetensors model.
+
+Example (the provisional default model):
+    python scripts/train_vqgan.py --data ../shared/data/train --out runs/default \
+        --taef2 ../shared/weights/taef2 --steps 100000 --max-minutes 50 --export weights/vqcodec-f16.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqcodec.models import ModelConfig  # noqa: E402
+from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train  # noqa: E402
+from vqcodec.weights import save_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder of training photos (never Kodak/CLIC)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints (last.pt), samples, log")
+    p.add_argument("--name", default="vqcodec-f16", help="model name written into the config")
+    p.add_argument("--n-embed", type=int, default=4096, help="full codebook size")
+    p.add_argument("--embed-dim", type=int, default=32)
+    p.add_argument("--taef2", help="folder with taef2_encoder.pth / taef2_decoder.pth to start from")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--restart-every", type=int, default=100, help="steps between dead-code restarts")
+    p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
+    p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 ImageNet state dict for LPIPS-Squeeze")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--export", help="write the trained model as safetensors (fp16) to this path")
+    args = p.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_cfg = ModelConfig(
+        name=args.name, backbone="taef2", n_embed=args.n_embed, embed_dim=args.embed_dim, l2_normalize=True
+    )
+    cfg = TrainConfig(
+        data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+        lr=args.lr, restart_every=args.restart_every, taef2_dir=args.taef2, lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
+    )
+    ckpt = train(cfg, model_cfg)
+    if args.export:
+        save_model(args.export, load_checkpoint_model(ckpt))
+        logging.info("exported %s", args.export)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

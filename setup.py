@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vqcodec",
+    version="0.1.0",
+    description="Extreme low-bitrate learned image codec with fine-tuned VQGAN codebooks",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["vqcodec", "vqcodec.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "Pillow>=10",
+        "safetensors>=0.4",
+        "constriction>=0.4",
+        "taming-transformers-rom1504>=0.0.6",
+        "einops",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={
+        "train": ["lpips>=0.1.4", "torchvision", "scikit-learn>=1.3"],
+        "eval": ["lpips>=0.1.4", "torchvision", "pytorch-msssim>=1.0", "pillow-heif", "matplotlib", "scikit-learn>=1.3"],
+        "test": ["pytest>=7", "lpips>=0.1.4", "torchvision", "scikit-learn>=1.3"],
+    },
+    entry_points={"console_scripts": ["vqcodec=vqcodec.cli:main"]},
+)

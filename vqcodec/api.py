@@ -1,0 +1,30 @@
+"""The Python API: one-call ``encode``/``decode`` over a cached :class:`~vqcodec.codec.Codec`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+from .codec import Codec
+from .codec.codec import ImageLike
+from .codec.container import unpack
+
+
+@lru_cache(maxsize=4)
+def _codec(model: str, device: str) -> Codec:
+    return Codec.from_pretrained(model, device=device)
+
+
+def encode(image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto") -> bytes:
+    """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes."""
+    from .registry import DEFAULT_MODEL
+
+    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level)
+
+
+def decode(data: bytes, model: str | Path | None = None, device: str = "auto") -> Image.Image:
+    """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given."""
+    header, _ = unpack(data)
+    return _codec(str(model or header.model_id), device).decode(data)

@@ -1,0 +1,263 @@
+"""``vqcodec`` command line: a thin layer over :mod:`vqcodec.api` and :class:`vqcodec.Codec`."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .codec import Codec
+from .codec.container import unpack
+from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, atomic_write, encode_image_file, load_image
+from .errors import VQCodecError
+
+log = logging.getLogger("vqcodec")
+
+EPILOG = """examples:
+  vqcodec encode photo.png                  # writes photo.vqc beside it
+  vqcodec encode photos/ -o out/ --level 256
+  vqcodec decode out/*.vqc -o decoded/
+  vqcodec info photo.vqc
+  cat photo.png | vqcodec encode - -o - > photo.vqc
+"""
+
+
+class CliError(Exception):
+    """A usage problem found after parsing (bad output path, nothing to do…)."""
+
+
+def _expand(inputs: Sequence[str], suffixes: set[str]) -> list[str]:
+    """Files, directories (their matching files, sorted) and globs → a list of inputs."""
+    out: list[str] = []
+    for item in inputs:
+        if item == "-":
+            out.append(item)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise CliError(f"{item}: no {'/'.join(sorted(suffixes))} files in this directory")
+            out += found
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise CliError(f"{item}: no files match")
+            out += matches
+        else:
+            out.append(item)
+    return out
+
+
+def _outputs(inputs: list[str], out: str | None, suffix: str) -> list[str]:
+    """Output path for each input: beside it, inside ``out`` (a directory), ``out`` itself, or ``-``."""
+    many = len(inputs) > 1
+    if out == "-":
+        if many:
+            raise CliError("-o - (stdout) takes a single input")
+        return ["-"]
+    if out is not None and (many or Path(out).is_dir() or out.endswith(("/", "\\"))):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        names = [("stdin" if i == "-" else Path(i).stem) + suffix for i in inputs]
+        if len(set(names)) != len(names):
+            raise CliError("two inputs would write the same output name; encode them in separate runs")
+        return [str(Path(out) / n) for n in names]
+    if out is not None:
+        return [out]
+    if "-" in inputs:
+        return ["-"]
+    return [str(Path(i).with_suffix(suffix)) for i in inputs]
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VQCodecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VQCodecError(f"{path}: is a directory") from None
+
+
+def _write(path: str, data: bytes, source: str, force: bool) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    if source != "-" and Path(path).resolve() == Path(source).resolve():
+        raise VQCodecError(f"{path}: refusing to overwrite the input file")
+    try:
+        atomic_write(path, data, force=force)
+    except FileExistsError as exc:
+        raise VQCodecError(str(exc)) from None
+
+
+def _run_batch(items: list[tuple[str, str]], work: Callable[[str, str], str], quiet: bool) -> int:
+    """Run ``work(input, output)`` over all items; a failure is reported and the batch goes on."""
+    from tqdm import tqdm
+
+    failures: list[str] = []
+    show_bar = len(items) > 1 and not quiet
+    bar = tqdm(items, disable=not show_bar, unit="img", file=sys.stderr, dynamic_ncols=True)
+    for src, dst in bar:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                message = work(src, dst)
+            for w in caught:
+                _say(f"warning: {w.message}", bar)
+            if message and not quiet:
+                _say(message, bar)
+        except VQCodecError as exc:
+            failures.append(src)
+            _say(f"error: {exc}", bar)
+    if failures:
+        _say(f"error: {len(failures)} of {len(items)} inputs failed: {', '.join(failures)}", None)
+        return 1
+    return 0
+
+
+def _say(message: str, bar) -> None:
+    text = f"vqcodec: {message}"
+    if bar is not None and not bar.disable:
+        bar.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
+
+
+def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
+    cache: dict[str, Codec] = {}
+
+    def get(model: str | None) -> Codec:
+        key = args.model or model or "vqcodec-f16"
+        if key not in cache:
+            cache[key] = Codec.from_pretrained(key, weights=args.weights, device=args.device, max_pixels=args.max_pixels)
+        return cache[key]
+
+    return get
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    inputs = _expand(args.inputs, IMAGE_SUFFIXES)
+    outputs = _outputs(inputs, args.output, ".vqc")
+    codec_for = _codec_loader(args)
+
+    def work(src: str, dst: str) -> str:
+        codec = codec_for(None)
+        image = load_image(_read(src) if src == "-" else src, args.max_pixels)
+        data = codec.encode(image, level=args.level)
+        _write(dst, data, src, args.force)
+        bpp = len(data) * 8 / (image.width * image.height)
+        return f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp"
+
+    return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    inputs = _expand(args.inputs, {".vqc"})
+    outputs = _outputs(inputs, args.output, ".png")
+    codec_for = _codec_loader(args)
+
+    def work(src: str, dst: str) -> str:
+        data = _read(src)
+        header, _ = unpack(data, args.max_pixels)
+        image = codec_for(header.model_id).decode(data)
+        _write(dst, encode_image_file(image, "x.png" if dst == "-" else dst), src, args.force)
+        return f"{src} -> {dst}: {image.width}x{image.height}"
+
+    return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    inputs = _expand(args.inputs, {".vqc"})
+
+    def work(src: str, _dst: str) -> str:
+        data = _read(src)
+        h, payload = unpack(data, args.max_pixels)
+        pixels = h.width * h.height
+        print(
+            f"{src}:\n"
+            f"  model        {h.model_id} (weights {h.fingerprint.hex()})\n"
+            f"  level        {h.level} codes\n"
+            f"  size         {h.width}x{h.height} (grid {h.grid_width}x{h.grid_height}, f{h.factor}, "
+            f"padding {h.padding[0]}+{h.padding[1]})\n"
+            f"  entropy      {'static prior' if h.entropy_model == 1 else 'uniform'} (id {h.entropy_model})\n"
+            f"  payload      {len(payload)} bytes\n"
+            f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
+        )
+        return ""
+
+    return _run_batch([(i, "") for i in inputs], work, True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqcodec",
+        description="Extreme low-bitrate image compression (0.01-0.1 bpp) with fine-tuned VQGAN codebooks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vqcodec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,decode,info}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    common.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images (or headers) larger than this many pixels (default {DEFAULT_MAX_PIXELS})",
+    )
+
+    model_opts = argparse.ArgumentParser(add_help=False)
+    model_opts.add_argument("--model", help="registered model name or a .safetensors/.ckpt path (default: vqcodec-f16; "
+                            "decode: the model named in the file)")
+    model_opts.add_argument("--weights", help="read the registered model's weights from this file")
+    model_opts.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    model_opts.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+
+    enc = sub.add_parser("encode", parents=[common, model_opts], help="images -> .vqc files",
+                         description="Compress images to .vqc files.")
+    enc.add_argument("inputs", nargs="+", help="image files, directories or globs; - for stdin")
+    enc.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input)")
+    enc.add_argument("-l", "--level", type=int, help="codebook size; smaller = fewer bits (see 'vqcodec info')")
+    enc.set_defaults(func=cmd_encode)
+
+    dec = sub.add_parser("decode", parents=[common, model_opts], help=".vqc files -> images",
+                         description="Decompress .vqc files to PNG (or the format the output name asks for).")
+    dec.add_argument("inputs", nargs="+", help=".vqc files, directories or globs; - for stdin")
+    dec.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input, .png)")
+    dec.set_defaults(func=cmd_decode)
+
+    info = sub.add_parser("info", parents=[common], help="print the header of .vqc files",
+                          description="Print model, level, size, bitrate and payload size of .vqc files.")
+    info.add_argument("inputs", nargs="+", help=".vqc files, directories or globs; - for stdin")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="vqcodec: %(message)s")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        parser.error(str(exc))
+    except VQCodecError as exc:
+        print(f"vqcodec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vqcodec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Reading and writing images: mode conversion rules, EXIF orientation, size limits, atomic writes.
+
+Conversion rule for inputs (documented in the README):
+- RGB: as is. L / 1: grey replicated to RGB. P: expanded through its palette.
+- RGBA / LA / PA / P with transparency: alpha dropped (with a warning), colour kept as stored.
+- I;16 and I: 16-bit values scaled to 8 bits (round(v / 257), clipped to 0..255).
+- CMYK / YCbCr / LAB / HSV: converted to RGB by Pillow. F (float) is refused.
+- EXIF orientation is applied. Animated images: the first frame, with a warning.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+DEFAULT_MAX_PIXELS = 1 << 26  # 67 megapixels, e.g. 8192×8192
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+
+
+class ImageWarning(UserWarning):
+    """A lossy but legal conversion of an input image (alpha dropped, first frame only…)."""
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Apply the documented mode conversion rule; returns an RGB image."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        warnings.warn(f"{mode} image: alpha channel dropped", ImageWarning, stacklevel=3)
+        return im.convert("RGBA").convert("RGB") if mode.startswith("P") else im.convert("RGB")
+    if mode.startswith("I"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "F":
+        raise ImageError("floating-point (mode F) images are not supported; convert to 8- or 16-bit first")
+    return im.convert("RGB")
+
+
+def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image as RGB, refusing anything over ``max_pixels``."""
+    name = str(source) if isinstance(source, (str, Path)) else "<input>"
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(source)
+        w, h = im.size
+        if w < 1 or h < 1:
+            raise ImageError(f"{name}: empty image ({w}x{h})")
+        if w * h > max_pixels:
+            raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (see --max-pixels)")
+        if getattr(im, "n_frames", 1) > 1:
+            warnings.warn(f"{name}: animated image, only the first frame is encoded", ImageWarning, stacklevel=2)
+        im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        return to_rgb(im)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc})") from None
+
+
+def image_to_array(im: Image.Image) -> np.ndarray:
+    return np.asarray(to_rgb(im), dtype=np.uint8)
+
+
+def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
+    """Write bytes via a temp file in the same folder + rename: never a partial file.
+
+    Refuses to replace an existing file unless ``force``.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (use --force to overwrite)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if not force and path.exists():
+            raise FileExistsError(f"{path} exists (use --force to overwrite)")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def encode_image_file(im: Image.Image, path: str | Path) -> bytes:
+    """Encode ``im`` in the format the output name asks for (PNG when unknown)."""
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext, "PNG")
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt)
+    except (KeyError, OSError, ValueError) as exc:
+        raise ImageError(f"cannot write {ext or 'this'} format: {exc}") from None
+    return buf.getvalue()

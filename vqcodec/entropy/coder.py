@@ -1,0 +1,45 @@
+"""Range coding (constriction's FIFO range coder) of integer symbols under a static prior.
+
+The compressed stream is constriction's ``uint32`` words, little-endian, with trailing zero
+bytes dropped (the decoder pads them back), so it costs at most a few bytes over the ideal.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from ..errors import BitstreamError
+from .prior import StaticPrior
+
+
+def _model(prior: StaticPrior) -> "constriction.stream.model.Categorical":
+    return constriction.stream.model.Categorical(prior.probabilities(), perfect=False)
+
+
+def encode_symbols(symbols: np.ndarray, prior: StaticPrior) -> bytes:
+    """Symbols (any shape, values in ``[0, prior.size)``) → bytes."""
+    flat = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
+    if flat.size and (flat.min() < 0 or flat.max() >= prior.size):
+        raise ValueError(f"symbols must lie in [0, {prior.size})")
+    if prior.size == 1:  # a one-symbol alphabet carries no information
+        return b""
+    encoder = constriction.stream.queue.RangeEncoder()
+    if flat.size:
+        encoder.encode(flat, _model(prior))
+    words = encoder.get_compressed().astype("<u4")
+    return words.tobytes().rstrip(b"\0")
+
+
+def decode_symbols(data: bytes, count: int, prior: StaticPrior) -> np.ndarray:
+    """Bytes → ``int64[count]``. Raises :class:`BitstreamError` if the stream cannot be decoded."""
+    if count == 0 or prior.size == 1:
+        return np.zeros(count, dtype=np.int64)
+    padded = data + b"\0" * (-len(data) % 4)
+    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(words)
+        out = decoder.decode(_model(prior), count)
+    except Exception as exc:  # constriction reports bad data with assorted built-in exceptions
+        raise BitstreamError(f"entropy-coded payload is invalid: {exc}") from None
+    return np.asarray(out, dtype=np.int64)

@@ -1,0 +1,162 @@
+"""One registry of model names → where their weights come from, and one loader for all of them.
+
+Resolution order for a registered name: ``weights=`` argument, the repository's ``weights/``
+folder (embedded models), ``$VQCODEC_HOME/<name>/`` (default ``~/.cache/vqcodec``), then a
+download from the registered URL, verified by SHA-256. Offline, the error names the file and
+the folder to put it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsError
+from .weights import LoadedModel, load_model
+
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A known model. ``format`` is ``"vqcodec"`` (safetensors) or ``"taming"`` (.ckpt + .yaml)."""
+
+    name: str
+    format: str
+    filename: str
+    sha256: str | None
+    url: str | None = None
+    config_filename: str | None = None
+    config_url: str | None = None
+    description: str = ""
+
+
+_TAMING_1024 = "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2F{}&dl=1"
+_TAMING_16384 = "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2F{}&dl=1"
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="vqcodec-f16",
+            format="vqcodec",
+            filename="vqcodec-f16.safetensors",
+            sha256="__EMBEDDED_SHA256__",
+            description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
+        ),
+        ModelSpec(
+            name="vqgan_imagenet_f16_1024",
+            format="taming",
+            filename="last.ckpt",
+            sha256=None,  # upstream publishes no checksum; the digest is printed on download
+            url=_TAMING_1024.format("ckpts%2Flast.ckpt"),
+            config_filename="model.yaml",
+            config_url=_TAMING_1024.format("configs%2Fmodel.yaml"),
+            description="taming-transformers ImageNet VQGAN, f16, 1024 codes (Esser et al. 2021)",
+        ),
+        ModelSpec(
+            name="vqgan_imagenet_f16_16384",
+            format="taming",
+            filename="last.ckpt",
+            sha256=None,
+            url=_TAMING_16384.format("ckpts%2Flast.ckpt"),
+            config_filename="model.yaml",
+            config_url=_TAMING_16384.format("configs%2Fmodel.yaml"),
+            description="taming-transformers ImageNet VQGAN, f16, 16384 codes (the paper's base model)",
+        ),
+    )
+}
+
+DEFAULT_MODEL = "vqcodec-f16"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VQCODEC_HOME") or Path.home() / ".cache" / "vqcodec")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, sha256: str | None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            shutil.copyfileobj(response, out)
+        digest = sha256_file(Path(tmp))
+        if sha256 and digest != sha256:
+            raise WeightsError(f"download of {url} has SHA-256 {digest}, expected {sha256}")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise WeightsError(
+            f"cannot download {url} ({exc}); without network access, place the file at {dest}"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _locate(spec: ModelSpec, filename: str, url: str | None, sha256: str | None, download: bool) -> Path:
+    embedded = EMBEDDED_DIR / filename
+    if spec.format == "vqcodec" and embedded.is_file():
+        return embedded
+    cached = cache_dir() / spec.name / filename
+    if cached.is_file():
+        return cached
+    if url is None:
+        raise WeightsError(f"weights for {spec.name!r} not found: expected {embedded} or {cached}")
+    if not download:
+        raise WeightsError(f"weights for {spec.name!r} not found at {cached}; download them from {url}")
+    _download(url, cached, sha256)
+    return cached
+
+
+def _verify(path: Path, sha256: str | None) -> None:
+    if sha256 and sha256 != "__EMBEDDED_SHA256__" and sha256_file(path) != sha256:
+        raise WeightsError(f"{path}: SHA-256 does not match the registry; the file is corrupt or foreign")
+
+
+def load(name_or_path: str | Path | None = None, weights: str | Path | None = None, download: bool = True) -> tuple[str, LoadedModel]:
+    """Resolve a registered name or a file path to ``(model id, loaded model)``.
+
+    A path may be a vqcodec ``.safetensors`` file or a taming ``.ckpt`` (its ``.yaml`` beside it,
+    or in ``../configs/``). ``weights`` overrides where a registered model's file is read from.
+    """
+    from .taming_checkpoint import load_taming
+
+    name = str(name_or_path or DEFAULT_MODEL)
+    spec = REGISTRY.get(name)
+    if spec is None:
+        path = Path(name)
+        if not path.exists():
+            raise WeightsError(f"unknown model {name!r}: not a registered name ({', '.join(REGISTRY)}) nor a file")
+        if path.suffix == ".ckpt":
+            loaded = load_taming(path)
+        else:
+            loaded = load_model(path)
+        return loaded.model.config.name, loaded
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"--weights {path}: no such file")
+    else:
+        path = _locate(spec, spec.filename, spec.url, spec.sha256, download)
+    _verify(path, spec.sha256)
+    if spec.format == "vqcodec":
+        return spec.name, load_model(path)
+    config = None
+    if weights is None and spec.config_filename:
+        config = _locate(spec, spec.config_filename, spec.config_url, None, download)
+    loaded = load_taming(path, config, name=spec.name)
+    return spec.name, loaded

@@ -1,0 +1,48 @@
+"""Random-crop dataset over a folder of training photos (never Kodak/CLIC)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..codec.image_io import IMAGE_SUFFIXES
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images found under {folder}")
+    return files
+
+
+class RandomCrops(Dataset):
+    """Each item: one random ``crop``×``crop`` patch (random flip) as ``[3,crop,crop]`` in [0,1]."""
+
+    def __init__(self, folder: str | Path, crop: int = 128, seed: int = 0) -> None:
+        self.files = list_images(folder)
+        self.crop = crop
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            if min(w, h) < self.crop:
+                scale = self.crop / min(w, h)
+                im = im.resize((max(self.crop, round(w * scale)), max(self.crop, round(h * scale))), Image.LANCZOS)
+                w, h = im.size
+            left = self.rng.randint(0, w - self.crop)
+            top = self.rng.randint(0, h - self.crop)
+            patch = np.asarray(im.crop((left, top, left + self.crop, top + self.crop)), dtype=np.uint8)
+        x = torch.from_numpy(patch.copy()).permute(2, 0, 1).float() / 255.0
+        if self.rng.random() < 0.5:
+            x = x.flip(-1)
+        return x

@@ -1,0 +1,54 @@
+"""Perceptual loss: the ``lpips`` package's SqueezeNet variant with a local backbone file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_SQUEEZENET = Path(__file__).resolve().parents[2].parent / "shared/weights/squeezenet1_1/squeezenet1_1-imagenet-fp16-rounded.pth"
+
+
+def squeezenet_backbone_path(path: str | Path | None = None) -> Path:
+    """The SqueezeNet-1.1 ImageNet state dict: argument, ``$VQCODEC_SQUEEZENET``, or ``../shared``."""
+    candidate = Path(path or os.environ.get("VQCODEC_SQUEEZENET") or DEFAULT_SQUEEZENET)
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"SqueezeNet-1.1 backbone weights not found at {candidate}; LPIPS-Squeeze needs the ImageNet "
+            "weights (torchvision key names). Pass --lpips-backbone PATH or set VQCODEC_SQUEEZENET."
+        )
+    return candidate
+
+
+def lpips_squeeze(backbone: str | Path | None = None) -> nn.Module:
+    """``lpips.LPIPS(net="squeeze")`` with its trunk loaded from a local file, never random.
+
+    Call the result on images in [0, 1]: ``loss(x, y)`` → ``[B,1,1,1]``.
+    """
+    import lpips
+
+    path = squeezenet_backbone_path(backbone)
+    model = lpips.LPIPS(net="squeeze", pretrained=True, pnet_rand=True, verbose=False)
+    features = torch.load(path, map_location="cpu", weights_only=True)
+    slice_of = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 11: 6, 12: 7}
+    trunk = {}
+    for key, value in features.items():
+        if key.startswith("features."):
+            _, idx, rest = key.split(".", 2)
+            trunk[f"slice{slice_of[int(idx)]}.{idx}.{rest}"] = value.float()
+    model.net.load_state_dict(trunk, strict=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return _ZeroOneInput(model)
+
+
+class _ZeroOneInput(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * 2 - 1, y * 2 - 1)
