@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..models import VQGAN, ModelConfig
 from .data import RandomCrops
-from .losses import lpips_squeeze
+from ..metrics import lpips_squeeze
 
 log = logging.getLogger(__name__)
 

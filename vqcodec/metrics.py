@@ -1,4 +1,8 @@
-"""Perceptual loss: the ``lpips`` package's SqueezeNet variant with a local backbone file."""
+"""Image quality metrics: PSNR, MS-SSIM and LPIPS-Squeeze (also the training's perceptual loss).
+
+LPIPS here is always the ``lpips`` package's SqueezeNet variant with its trunk loaded from a local
+ImageNet state dict; report it as "LPIPS-Squeeze", never as plain "LPIPS" (AlexNet).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-DEFAULT_SQUEEZENET = Path(__file__).resolve().parents[2].parent / "shared/weights/squeezenet1_1/squeezenet1_1-imagenet-fp16-rounded.pth"
+DEFAULT_SQUEEZENET = Path(__file__).resolve().parents[2] / "shared/weights/squeezenet1_1/squeezenet1_1-imagenet-fp16-rounded.pth"
 
 
 def squeezenet_backbone_path(path: str | Path | None = None) -> Path:
@@ -52,3 +56,21 @@ class _ZeroOneInput(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.inner(x * 2 - 1, y * 2 - 1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image of ``[B,3,H,W]`` tensors in [0,1] (RGB, peak 1)."""
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return -10 * torch.log10(mse)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per image (pytorch-msssim, data range 1).
+
+    Five scales with an 11-px window need more than 160 px a side; smaller images give NaN.
+    """
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    if min(x.shape[-2:]) <= 160:
+        return torch.full((x.shape[0],), float("nan"))
+    return _ms_ssim(x, y, data_range=1.0, size_average=False)

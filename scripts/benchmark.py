@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Speed, memory and coding-overhead benchmark, side by side with a classical codec.
+
+Encodes and decodes one image (default: Kodak kodim23, 768×512) with vqcodec and with Pillow's
+AVIF at a similar bitrate (downscaled as far as needed to get there), each in a fresh process so
+peak memory (max RSS, and CUDA peak when on GPU) belongs to that codec alone, and prints the
+ratios. Also measures the range coder's overhead over the cross-entropy of the indices.
+
+    python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared/data/kodak/kodim23.png"
+
+
+def _timed(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def run_vqcodec(args) -> dict:
+    import numpy as np
+    import torch
+
+    from vqcodec import Codec
+    from vqcodec.codec.container import unpack
+    from vqcodec.codec.image_io import load_image
+
+    torch.set_num_threads(args.threads)
+    codec = Codec.from_pretrained(args.model, device=args.device)
+    image = load_image(args.image)
+    codec.decode(codec.encode(image, level=args.level))  # warm-up (level caches, allocator)
+    if codec.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    enc_s, data = _timed(lambda: codec.encode(image, level=args.level), args.repeat)
+    dec_s, _ = _timed(lambda: codec.decode(data), args.repeat)
+    header, payload = unpack(data)
+    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255
+    indices = codec.encode_indices(x, header.level).numpy()
+    _, prior = codec.prior(header.level)
+    ideal_bits = prior.cross_entropy_bits(indices)
+    out = {
+        "codec": f"vqcodec {codec.model_id} level {header.level}",
+        "bytes": len(data),
+        "bpp": len(data) * 8 / (image.width * image.height),
+        "encode_s": enc_s,
+        "decode_s": dec_s,
+        "payload_bytes": len(payload),
+        "ideal_payload_bytes": ideal_bits / 8,
+        "overhead_pct": 100 * (len(payload) * 8 / ideal_bits - 1) if ideal_bits else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if codec.device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def run_avif(args) -> dict:
+    from PIL import Image
+
+    image = Image.open(args.image).convert("RGB")
+    w, h = image.size
+    best = None
+    for scale in (1.0, 0.75, 0.5, 0.35, 0.25, 0.18, 0.125):
+        small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS) if scale < 1 else image
+        for quality in range(60, -1, -5):
+            buf = io.BytesIO()
+            small.save(buf, format="AVIF", quality=quality)
+            if buf.tell() * 8 / (w * h) <= args.target_bpp:
+                best = (scale, quality, small)
+                break
+        if best:
+            break
+    if best is None:
+        raise SystemExit("AVIF cannot reach the target bitrate")
+    scale, quality, small = best
+
+    def encode() -> bytes:
+        buf = io.BytesIO()
+        src = image.resize(small.size, Image.LANCZOS) if scale < 1 else image
+        src.save(buf, format="AVIF", quality=quality)
+        return buf.getvalue()
+
+    def decode(data: bytes):
+        im = Image.open(io.BytesIO(data))
+        im.load()
+        return im.resize((w, h), Image.LANCZOS) if scale < 1 else im
+
+    enc_s, data = _timed(encode, args.repeat)
+    dec_s, _ = _timed(lambda: decode(data), args.repeat)
+    return {
+        "codec": f"AVIF q{quality} at scale {scale}",
+        "bytes": len(data),
+        "bpp": len(data) * 8 / (w * h),
+        "encode_s": enc_s,
+        "decode_s": dec_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", default=str(DEFAULT_IMAGE))
+    p.add_argument("--model", default=None, help="registered name or path (default: vqcodec-f16)")
+    p.add_argument("--level", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", choices=["vqcodec", "avif"], help=argparse.SUPPRESS)
+    p.add_argument("--target-bpp", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not Path(args.image).is_file():
+        raise SystemExit(f"image not found: {args.image} (pass --image)")
+
+    if args.worker:
+        result = run_vqcodec(args) if args.worker == "vqcodec" else run_avif(args)
+        print(json.dumps(result))
+        return 0
+
+    def worker(kind: str, extra: list[str]) -> dict:
+        cmd = [sys.executable, __file__, "--worker", kind, "--image", args.image, "--device", args.device,
+               "--threads", str(args.threads), "--repeat", str(args.repeat), *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            raise SystemExit(f"{kind} worker failed:\n{res.stderr}")
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    extra = (["--model", args.model] if args.model else []) + (["--level", str(args.level)] if args.level else [])
+    vq = worker("vqcodec", extra)
+    avif = worker("avif", ["--target-bpp", str(vq["bpp"])])
+    rows = [("bpp", "bpp", "{:.4f}"), ("encode_s", "encode (s)", "{:.3f}"), ("decode_s", "decode (s)", "{:.3f}"),
+            ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")]
+    print(f"image {args.image}, device {args.device}, {args.threads} threads, median of {args.repeat}")
+    print(f"{'':16}{vq['codec']:>34}{avif['codec']:>28}{'ratio':>10}")
+    for key, label, fmt in rows:
+        ratio = vq[key] / avif[key] if avif[key] else float("nan")
+        print(f"{label:16}{fmt.format(vq[key]):>34}{fmt.format(avif[key]):>28}{ratio:>10.2f}")
+    if "cuda_peak_mb" in vq:
+        print(f"{'CUDA peak (MB)':16}{vq['cuda_peak_mb']:>34.0f}")
+    print(f"coding overhead: payload {vq['payload_bytes']} B vs cross-entropy {vq['ideal_payload_bytes']:.1f} B "
+          f"= {vq['overhead_pct']:+.2f} %")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"vqcodec": vq, "avif": avif}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

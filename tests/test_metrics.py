@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr, squeezenet_backbone_path
+
+
+def test_psnr_known_value():
+    x = torch.zeros(1, 3, 8, 8)
+    y = torch.full((1, 3, 8, 8), 0.1)
+    assert float(psnr(x, y)[0]) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_ms_ssim_identity_and_small_images():
+    x = torch.rand(1, 3, 192, 192)
+    assert float(ms_ssim(x, x)[0]) == pytest.approx(1.0, abs=1e-5)
+    assert torch.isnan(ms_ssim(x[..., :64, :64], x[..., :64, :64])).all()
+
+
+def test_missing_backbone_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="SqueezeNet"):
+        squeezenet_backbone_path(tmp_path / "nope.pth")
+
+
+def _shared_backbone():
+    try:
+        return squeezenet_backbone_path()
+    except FileNotFoundError:
+        pytest.skip("../shared/weights/squeezenet1_1 not present")
+
+
+def test_lpips_squeeze_matches_the_lpips_package(tmp_path, monkeypatch):
+    """Our loader must give exactly what lpips gives with the same trunk in torchvision's cache."""
+    import shutil
+
+    import lpips
+
+    backbone = _shared_backbone()
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(backbone, hub / "squeezenet1_1-b8a52dc0.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = lpips.LPIPS(net="squeeze", verbose=False)
+    ours = lpips_squeeze(backbone)
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 64, 64)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    with torch.no_grad():
+        assert torch.allclose(ours(a, b), reference(a * 2 - 1, b * 2 - 1), atol=1e-6)
+        assert float(ours(a, a).abs().max()) == 0.0
+        assert float(ours(a, b).mean()) > 0.005
