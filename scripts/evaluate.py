@@ -1,10 +1,17 @@
 #!/usr/bin/env python
-"""Rate–distortion evaluation of vqcodec on a folder of images (Kodak, CLIC, your own).
+"""Rate–distortion evaluation: vqcodec levels vs classical codecs at the same measured bpp.
 
-For every image and level a real .vqc file is written and measured: bpp (file bytes × 8 / pixels,
-header included), PSNR (RGB), MS-SSIM, LPIPS-Squeeze, encode and decode time. Rows go to
-``<out>/per_image.csv`` (resumable: finished rows are skipped) and averages per level to
-``<out>/summary.csv`` and ``summary.json``.
+For every image, each vqcodec level writes a real .vqc file; its measured bpp (file bytes × 8 /
+pixels, header included) is the target for every classical codec, run two ways:
+
+- ``<codec>``: full resolution, the highest quality whose file is not larger than the target
+  (no row metrics when even the lowest quality is larger; its lowest reachable bpp is recorded);
+- ``<codec>+resample``: downscale (LANCZOS) → encode → upscale, the scale chosen per image for
+  the best LPIPS-Squeeze under the target.
+
+Metrics: PSNR (RGB), MS-SSIM (pytorch-msssim), LPIPS-Squeeze, encode and decode time. Results:
+``<out>/per_image.csv`` (resumable: finished images are skipped), ``summary.csv``/``summary.json``
+(means per codec and level over the images where the codec reached the target).
 
     python scripts/evaluate.py --data ../shared/data/kodak --out results/kodak
 """
@@ -14,6 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import multiprocessing as mp
 import sys
 import time
 from collections import defaultdict
@@ -27,16 +36,114 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import load_image  # noqa: E402
+from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
 
-FIELDS = ["image", "codec", "level", "width", "height", "bytes", "bpp", "psnr", "ms_ssim", "lpips_squeeze",
-          "encode_s", "decode_s"]
+FIELDS = ["image", "codec", "level", "target_bpp", "setting", "scale", "width", "height", "bytes", "bpp",
+          "psnr", "ms_ssim", "lpips_squeeze", "encode_s", "decode_s", "lowest_bpp"]
 METRICS = ["bpp", "psnr", "ms_ssim", "lpips_squeeze", "encode_s", "decode_s"]
+
+_state: dict = {}
 
 
 def to_tensor(im) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _init(args: argparse.Namespace) -> None:
+    torch.set_num_threads(max(1, args.threads // max(1, args.workers)))
+    _state["args"] = args
+    _state["codec"] = Codec.from_pretrained(args.model, device=args.device)
+    _state["lpips"] = lpips_squeeze(args.lpips_backbone)
+    classical = available_codecs()
+    _state["classical"] = [classical[c] for c in args.codecs if c in classical]
+
+
+def _metrics(x: torch.Tensor, rec) -> dict:
+    y = to_tensor(rec)
+    with torch.inference_mode():
+        return {"psnr": float(psnr(x, y)[0]), "ms_ssim": float(ms_ssim(x, y)[0]),
+                "lpips_squeeze": float(_state["lpips"](x, y).flatten()[0])}
+
+
+def evaluate_image(path: Path) -> list[dict]:
+    args, codec = _state["args"], _state["codec"]
+    out_files = Path(args.out) / "files"
+    image = load_image(path)
+    x = to_tensor(image)
+    pixels = image.width * image.height
+    base = {"image": path.name, "width": image.width, "height": image.height}
+    rows, targets = [], {}
+    for level in args.levels or codec.levels:
+        t0 = time.perf_counter()
+        data = codec.encode(image, level=level)
+        t1 = time.perf_counter()
+        rec = codec.decode(data)
+        t2 = time.perf_counter()
+        (out_files / f"{path.stem}.L{level}.vqc").write_bytes(data)
+        bpp = len(data) * 8 / pixels
+        targets[level] = bpp
+        rows.append({**base, "codec": f"vqcodec:{codec.model_id}", "level": level, "target_bpp": bpp, "setting": level,
+                     "scale": 1.0, "bytes": len(data), "bpp": bpp, **_metrics(x, rec), "encode_s": t1 - t0,
+                     "decode_s": t2 - t1, "lowest_bpp": ""})
+    trials = Trials(image)
+    score = lambda rec: _metrics(x, rec)["lpips_squeeze"]  # noqa: E731
+    for cc in _state["classical"]:
+        lowest = trials.lowest_bpp(cc)
+        for level, target in targets.items():
+            for name, point in ((cc.name, trials.at_bpp(cc, target)),
+                                (f"{cc.name}+resample", trials.resampled_at_bpp(cc, target, score))):
+                row = {**base, "codec": name, "level": level, "target_bpp": target, "lowest_bpp": lowest}
+                if point is None:
+                    rows.append({**row, **{k: "" for k in FIELDS if k not in row}})
+                    continue
+                small = trials.small(point.scale)
+                t0 = time.perf_counter()
+                cc.encode(small, point.quality)
+                t1 = time.perf_counter()
+                rec = cc.decode(point.data)
+                if rec.size != image.size:
+                    rec = rec.resize(image.size)
+                t2 = time.perf_counter()
+                (out_files / f"{path.stem}.L{level}.{name}.{cc.pil_format.lower()}").write_bytes(point.data)
+                rows.append({**row, "setting": point.quality, "scale": point.scale, "bytes": len(point.data),
+                             "bpp": point.bpp, **_metrics(x, point.reconstruction), "encode_s": t1 - t0,
+                             "decode_s": t2 - t1})
+    return rows
+
+
+def summarise(per_image: Path, out: Path) -> list[dict]:
+    groups = defaultdict(list)
+    with open(per_image) as f:
+        for r in csv.DictReader(f):
+            groups[(r["codec"], int(r["level"]))].append(r)
+    summary = []
+    for (codec, level), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("vqcodec"), kv[0][0], -kv[0][1])):
+        reached = [r for r in rs if r["bpp"] != ""]
+        entry = {"codec": codec, "level": level, "images": len(rs), "reached": len(reached),
+                 "target_bpp": float(np.mean([float(r["target_bpp"]) for r in rs]))}
+        for m in METRICS:
+            vals = [float(r[m]) for r in reached]
+            entry[m] = float(np.nanmean(vals)) if vals else math.nan
+        lows = [float(r["lowest_bpp"]) for r in rs if r["lowest_bpp"] != ""]
+        entry["lowest_bpp"] = float(np.mean(lows)) if lows else math.nan
+        summary.append(entry)
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_table(summary: list[dict]) -> None:
+    print(f"{'codec':26}{'level':>6}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}{'LPIPS-Sq':>9}"
+          f"{'reached':>9}{'enc s':>7}{'dec s':>7}")
+    for e in summary:
+        print(f"{e['codec']:26}{e['level']:>6}{e['target_bpp']:>8.4f}{e['bpp']:>8.4f}{e['psnr']:>7.2f}"
+              f"{e['ms_ssim']:>9.4f}{e['lpips_squeeze']:>9.4f}{e['reached']:>5}/{e['images']:<3}"
+              f"{e['encode_s']:>7.2f}{e['decode_s']:>7.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,68 +151,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder of images")
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--model", default=None, help="registered name or path (default: vqcodec-f16)")
-    p.add_argument("--levels", type=int, nargs="*", help="levels to run (default: all)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--levels", type=int, nargs="*", help="vqcodec levels (default: all)")
+    p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
+                   help="classical codecs to compare, comma-separated ('' for none)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=2, help="processes (one image each at a time)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in total")
+    p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 state dict (default: ../shared/weights)")
     args = p.parse_args(argv)
+    args.codecs = [c for c in args.codecs.split(",") if c]
 
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "files").mkdir(parents=True, exist_ok=True)
-    codec = Codec.from_pretrained(args.model, device=args.device)
-    levels = args.levels or codec.levels
-    lpips = lpips_squeeze(args.lpips_backbone)
     per_image = out / "per_image.csv"
-    done = set()
+    done: set[str] = set()
     if per_image.exists():
         with open(per_image) as f:
-            done = {(r["image"], r["codec"], int(r["level"])) for r in csv.DictReader(f)}
+            done = {r["image"] for r in csv.DictReader(f)}
+    images = [pth for pth in list_images(args.data) if pth.name not in done][: args.limit]
     new_file = not per_image.exists()
-    name = f"vqcodec:{codec.model_id}"
-    jobs = [(path, level) for path in list_images(args.data) for level in levels if (path.name, name, level) not in done]
     with open(per_image, "a", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         if new_file:
             writer.writeheader()
-        for path, level in tqdm(jobs, desc="evaluate", unit="run"):
-            image = load_image(path)
-            t0 = time.perf_counter()
-            data = codec.encode(image, level=level)
-            t1 = time.perf_counter()
-            decoded = codec.decode(data)
-            t2 = time.perf_counter()
-            (out / "files" / f"{path.stem}_{level}.vqc").write_bytes(data)
-            x, y = to_tensor(image), to_tensor(decoded)
-            with torch.inference_mode():
-                row = {
-                    "image": path.name, "codec": name, "level": level, "width": image.width, "height": image.height,
-                    "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
-                    "psnr": float(psnr(x, y)[0]), "ms_ssim": float(ms_ssim(x, y)[0]),
-                    "lpips_squeeze": float(lpips(x, y).flatten()[0]), "encode_s": t1 - t0, "decode_s": t2 - t1,
-                }
-            writer.writerow(row)
-            f.flush()
-
-    rows = defaultdict(list)
-    with open(per_image) as f:
-        for r in csv.DictReader(f):
-            rows[(r["codec"], int(r["level"]))].append(r)
-    summary = []
-    for (codec_name, level), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        entry = {"codec": codec_name, "level": level, "images": len(rs)}
-        for m in METRICS:
-            entry[m] = float(np.nanmean([float(r[m]) for r in rs]))
-        summary.append(entry)
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["codec", "level", "images", *METRICS])
-        writer.writeheader()
-        writer.writerows(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"{'codec':28}{'level':>6}{'bpp':>8}{'PSNR':>8}{'MS-SSIM':>9}{'LPIPS-Sq':>10}{'enc s':>7}{'dec s':>7}")
-    for e in summary:
-        print(f"{e['codec']:28}{e['level']:>6}{e['bpp']:>8.4f}{e['psnr']:>8.2f}{e['ms_ssim']:>9.4f}"
-              f"{e['lpips_squeeze']:>10.4f}{e['encode_s']:>7.2f}{e['decode_s']:>7.2f}")
+        if args.workers > 1 and len(images) > 1:
+            with mp.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(args,)) as pool:
+                for rows in tqdm(pool.imap_unordered(evaluate_image, images), total=len(images), unit="img"):
+                    writer.writerows(rows)
+                    f.flush()
+        else:
+            _init(args)
+            for path in tqdm(images, unit="img"):
+                writer.writerows(evaluate_image(path))
+                f.flush()
+    print_table(summarise(per_image, out))
     return 0
 
 

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--restart-every", type=int, default=100, help="steps between dead-code restarts")
+    p.add_argument("--latent-warmup", type=int, default=0,
+                   help="steps fitting the f16 stages to TAEF2 latents before K-means init (taef2 start only)")
     p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 ImageNet state dict for LPIPS-Squeeze")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = TrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-        lr=args.lr, restart_every=args.restart_every, taef2_dir=args.taef2, lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
+        lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2, lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
     )
     ckpt = train(cfg, model_cfg)
     if args.export:

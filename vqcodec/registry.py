@@ -123,7 +123,7 @@ def _locate(spec: ModelSpec, filename: str, url: str | None, sha256: str | None,
 
 
 def _verify(path: Path, sha256: str | None) -> None:
-    if sha256 and sha256 != "__EMBEDDED_SHA256__" and sha256_file(path) != sha256:
+    if sha256 and sha256_file(path) != sha256:
         raise WeightsError(f"{path}: SHA-256 does not match the registry; the file is corrupt or foreign")
 
 

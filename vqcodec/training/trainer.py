@@ -38,6 +38,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     sample_every: int = 250
     kmeans_samples: int = 40000
+    latent_warmup_steps: int = 0
     taef2_dir: str | None = None
     lpips_backbone: str | None = None
     seed: int = 0
@@ -79,6 +80,29 @@ def kmeans_init(model: VQGAN, batches, n_samples: int, seed: int) -> None:
     model.quantize.embedding.weight.data.copy_(centers)
 
 
+def latent_warmup(model: VQGAN, batches, steps: int, lr: float) -> None:
+    """Fit the new f8→f16→f8 stages to reproduce TAEF2's f8 latent (MSE, no quantization).
+
+    Cheap (the pixel decoder is not run) and gives the pretrained decoder sensible inputs, so the
+    pixel-space training that follows starts from a working autoencoder instead of noise.
+    """
+    stages = [model.encoder.to_f16, model.quant_conv, model.post_quant_conv, model.decoder.from_f16]
+    params = [p for m in stages for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    for step in range(1, steps + 1):
+        with torch.no_grad():
+            target = model.encoder.f8(next(batches))
+        z = model.quant_conv(model.encoder.to_f16(target))
+        if model.config.l2_normalize:
+            z = torch.nn.functional.normalize(z, dim=1)
+        loss = torch.nn.functional.mse_loss(model.decoder.from_f16(model.post_quant_conv(z)), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps:
+            log.info("latent warm-up %d/%d  mse %.4f (latent variance %.4f)", step, steps, loss.item(), target.var().item())
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     """Train (or resume) and return the checkpoint path. Checkpoints: ``<out>/last.pt``."""
     out = Path(cfg.out)
@@ -117,6 +141,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
         if model_cfg.backbone == "taef2" and cfg.taef2_dir:
             load_taef2(model, cfg.taef2_dir)
             log.info("initialised f8 encoder/decoder from TAEF2 (%s)", cfg.taef2_dir)
+            if cfg.latent_warmup_steps:
+                latent_warmup(model, batches, cfg.latent_warmup_steps, cfg.lr)
         log.info("K-means codebook init from %d encoder outputs", cfg.kmeans_samples)
         kmeans_init(model, batches, cfg.kmeans_samples, cfg.seed)
 

@@ -1,0 +1,1 @@
+"""Evaluation helpers: classical codecs at matched bitrates. Used by scripts/evaluate.py."""
