@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = TrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
-        lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2, lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
+        lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2,
+        lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
     )
     ckpt = train(cfg, model_cfg)
     if args.export:

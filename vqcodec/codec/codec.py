@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from .image_io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[Image.Image, np.ndarray, str, Path]
+ImageLike = Image.Image | np.ndarray | str | Path
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -62,7 +61,7 @@ class Codec:
         weights: str | Path | None = None,
         device: str | torch.device = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> "Codec":
+    ) -> Codec:
         """A registered model name (default ``vqcodec-f16``), a ``.safetensors`` or a taming ``.ckpt``."""
         model_id, loaded = registry.load(name_or_path, weights=weights)
         return cls(loaded, model_id, device=device, max_pixels=max_pixels)

@@ -13,7 +13,7 @@ from ..errors import BitstreamError
 from .prior import StaticPrior
 
 
-def _model(prior: StaticPrior) -> "constriction.stream.model.Categorical":
+def _model(prior: StaticPrior) -> constriction.stream.model.Categorical:
     return constriction.stream.model.Categorical(prior.probabilities(), perfect=False)
 
 

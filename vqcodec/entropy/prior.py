@@ -36,11 +36,11 @@ class StaticPrior:
         return len(self.frequencies)
 
     @classmethod
-    def uniform(cls, size: int) -> "StaticPrior":
+    def uniform(cls, size: int) -> StaticPrior:
         return cls.from_counts(np.ones(size), floor=0.0)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, floor: float = 1e-6) -> "StaticPrior":
+    def from_counts(cls, counts: np.ndarray, floor: float = 1e-6) -> StaticPrior:
         """Quantize measured counts; every symbol keeps probability ≥ ``floor`` (and ≥ 1/TOTAL)."""
         counts = np.asarray(counts, dtype=np.float64)
         if counts.ndim != 1 or counts.size == 0 or (counts < 0).any() or counts.sum() <= 0:

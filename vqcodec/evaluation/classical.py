@@ -11,8 +11,8 @@ Two ways of meeting a target bpp (bits over the *original* pixel count, headers 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image
 

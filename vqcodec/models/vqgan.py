@@ -20,10 +20,10 @@ import io
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from taming.modules.diffusionmodules.model import Decoder as TamingDecoder
 from taming.modules.diffusionmodules.model import Encoder as TamingEncoder
 from taming.modules.vqvae.quantize import VectorQuantizer2
+from torch import nn
 
 from .config import ModelConfig
 from .taef2 import taef2_decoder, taef2_encoder
@@ -129,7 +129,7 @@ class VQGAN(nn.Module):
         self.level_codebooks[size] = codebook.detach().clone().float()
         self.level_overrides[size] = {k: v.detach().clone() for k, v in (overrides or {}).items()}
 
-    def for_level(self, level: int | None) -> "VQGAN":
+    def for_level(self, level: int | None) -> VQGAN:
         """A model whose full codebook is the level's and whose overridden parameters are loaded."""
         if level is None or level == self.config.n_embed:
             return self
@@ -193,7 +193,7 @@ class VQGAN(nn.Module):
         codes = self.indices_to_codes(indices, level)
         return self.level_model(level).decode_latent(codes)
 
-    def level_model(self, level: int | None) -> "VQGAN":
+    def level_model(self, level: int | None) -> VQGAN:
         """Self, or a cached copy with the level's fine-tuned parameters when it has any."""
         if level is None or not self.level_overrides.get(level):
             return self

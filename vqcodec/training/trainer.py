@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..metrics import lpips_squeeze
 from ..models import VQGAN, ModelConfig
 from .data import RandomCrops
-from ..metrics import lpips_squeeze
 
 log = logging.getLogger(__name__)
 
