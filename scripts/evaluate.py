@@ -9,7 +9,10 @@ pixels, header included) is the target for every classical codec, run two ways:
 - ``<codec>+resample``: downscale (LANCZOS) → encode → upscale, the scale chosen per image for
   the best LPIPS-Squeeze under the target.
 
-Metrics: PSNR (RGB), MS-SSIM (pytorch-msssim), LPIPS-Squeeze, encode and decode time. Results:
+Metrics: PSNR (RGB), MS-SSIM (pytorch-msssim), LPIPS-Squeeze, encode and decode time, and per
+codec and level KID-Squeeze: the kernel inception distance between SqueezeNet features of 256×256
+patches of the originals and of the reconstructions (a realism measure; Inception is not
+available offline, so this is not comparable to published KID values). Results:
 ``<out>/per_image.csv`` (resumable: finished images are skipped), ``summary.csv``/``summary.json``
 (means per codec and level over the images where the codec reached the target).
 
@@ -37,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import load_image  # noqa: E402
 from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
-from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr  # noqa: E402
+from vqcodec.metrics import kid, lpips_squeeze, ms_ssim, patches, psnr, squeezenet_features  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
 
 FIELDS = ["image", "codec", "level", "target_bpp", "setting", "scale", "width", "height", "bytes", "bpp",
@@ -56,6 +59,7 @@ def _init(args: argparse.Namespace) -> None:
     _state["args"] = args
     _state["codec"] = Codec.from_pretrained(args.model, device=args.device)
     _state["lpips"] = lpips_squeeze(args.lpips_backbone)
+    _state["features"] = squeezenet_features(args.lpips_backbone)
     classical = available_codecs()
     _state["classical"] = [classical[c] for c in args.codecs if c in classical]
 
@@ -75,6 +79,7 @@ def evaluate_image(path: Path) -> list[dict]:
     pixels = image.width * image.height
     base = {"image": path.name, "width": image.width, "height": image.height}
     rows, targets = [], {}
+    features = {"original": _state["features"](patches(x))}
     for level in args.levels or codec.levels:
         t0 = time.perf_counter()
         data = codec.encode(image, level=level)
@@ -84,6 +89,7 @@ def evaluate_image(path: Path) -> list[dict]:
         (out_files / f"{path.stem}.L{level}.vqc").write_bytes(data)
         bpp = len(data) * 8 / pixels
         targets[level] = bpp
+        features[(f"vqcodec:{codec.model_id}", level)] = _state["features"](patches(to_tensor(rec)))
         rows.append({**base, "codec": f"vqcodec:{codec.model_id}", "level": level, "target_bpp": bpp, "setting": level,
                      "scale": 1.0, "bytes": len(data), "bpp": bpp, **_metrics(x, rec), "encode_s": t1 - t0,
                      "decode_s": t2 - t1, "lowest_bpp": ""})
@@ -107,10 +113,27 @@ def evaluate_image(path: Path) -> list[dict]:
                     rec = rec.resize(image.size)
                 t2 = time.perf_counter()
                 (out_files / f"{path.stem}.L{level}.{name}.{cc.pil_format.lower()}").write_bytes(point.data)
+                features[(name, level)] = _state["features"](patches(to_tensor(point.reconstruction)))
                 rows.append({**row, "setting": point.quality, "scale": point.scale, "bytes": len(point.data),
                              "bpp": point.bpp, **_metrics(x, point.reconstruction), "encode_s": t1 - t0,
                              "decode_s": t2 - t1})
+    torch.save(features, Path(args.out) / "features" / f"{path.stem}.pt")
     return rows
+
+
+def kid_by_codec(out: Path, groups: dict) -> dict:
+    """KID-Squeeze per (codec, level), over the images where the codec reached the target."""
+    feats = {p.stem: torch.load(p, weights_only=True) for p in (out / "features").glob("*.pt")}
+    result = {}
+    for key, rs in groups.items():
+        real, fake = [], []
+        for r in rs:
+            f = feats.get(Path(r["image"]).stem, {})
+            if r["bpp"] != "" and key in f:
+                real.append(f["original"])
+                fake.append(f[key])
+        result[key] = kid(torch.cat(real), torch.cat(fake)) if real else math.nan
+    return result
 
 
 def summarise(per_image: Path, out: Path) -> list[dict]:
@@ -118,6 +141,7 @@ def summarise(per_image: Path, out: Path) -> list[dict]:
     with open(per_image) as f:
         for r in csv.DictReader(f):
             groups[(r["codec"], int(r["level"]))].append(r)
+    kids = kid_by_codec(out, groups)
     summary = []
     for (codec, level), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("vqcodec"), kv[0][0], -kv[0][1])):
         reached = [r for r in rs if r["bpp"] != ""]
@@ -128,6 +152,7 @@ def summarise(per_image: Path, out: Path) -> list[dict]:
             entry[m] = float(np.nanmean(vals)) if vals else math.nan
         lows = [float(r["lowest_bpp"]) for r in rs if r["lowest_bpp"] != ""]
         entry["lowest_bpp"] = float(np.mean(lows)) if lows else math.nan
+        entry["kid_squeeze"] = kids[(codec, level)]
         summary.append(entry)
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(summary[0]))
@@ -138,11 +163,11 @@ def summarise(per_image: Path, out: Path) -> list[dict]:
 
 
 def print_table(summary: list[dict]) -> None:
-    print(f"{'codec':26}{'level':>6}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}{'LPIPS-Sq':>9}"
+    print(f"{'codec':26}{'level':>6}{'target':>8}{'bpp':>8}{'PSNR':>7}{'MS-SSIM':>9}{'LPIPS-Sq':>9}{'KID-Sq':>9}"
           f"{'reached':>9}{'enc s':>7}{'dec s':>7}")
     for e in summary:
         print(f"{e['codec']:26}{e['level']:>6}{e['target_bpp']:>8.4f}{e['bpp']:>8.4f}{e['psnr']:>7.2f}"
-              f"{e['ms_ssim']:>9.4f}{e['lpips_squeeze']:>9.4f}{e['reached']:>5}/{e['images']:<3}"
+              f"{e['ms_ssim']:>9.4f}{e['lpips_squeeze']:>9.4f}{e['kid_squeeze']:>9.3f}{e['reached']:>5}/{e['images']:<3}"
               f"{e['encode_s']:>7.2f}{e['decode_s']:>7.2f}")
 
 
@@ -164,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     (out / "files").mkdir(parents=True, exist_ok=True)
+    (out / "features").mkdir(exist_ok=True)
     per_image = out / "per_image.csv"
     done: set[str] = set()
     if per_image.exists():

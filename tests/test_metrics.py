@@ -48,3 +48,33 @@ def test_lpips_squeeze_matches_the_lpips_package(tmp_path, monkeypatch):
         assert torch.allclose(ours(a, b), reference(a * 2 - 1, b * 2 - 1), atol=1e-6)
         assert float(ours(a, a).abs().max()) == 0.0
         assert float(ours(a, b).mean()) > 0.005
+
+
+def test_kid_separates_distributions():
+    from vqcodec.metrics import kid
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 16, generator=g)
+    b = torch.randn(200, 16, generator=g)
+    shifted = torch.randn(200, 16, generator=g) + 1.0
+    assert abs(kid(a, b)) < 0.05
+    assert kid(a, shifted) > 10 * abs(kid(a, b))
+
+
+def test_patches_cover_the_image():
+    from vqcodec.metrics import patches
+
+    x = torch.rand(1, 3, 512, 768)
+    p = patches(x)
+    assert p.shape == (6, 3, 256, 256)
+    assert torch.equal(p[4], x[0, :, 256:512, 256:512])
+    assert patches(x[..., :100, :100]).shape[0] == 0
+
+
+def test_squeezenet_features_are_pretrained():
+    from vqcodec.metrics import squeezenet_features
+
+    feats = squeezenet_features(_shared_backbone())
+    x = torch.rand(2, 3, 128, 128)
+    f = feats(x)
+    assert f.shape == (2, 512) and torch.isfinite(f).all() and float(f.abs().sum()) > 0

@@ -74,3 +74,54 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if min(x.shape[-2:]) <= 160:
         return torch.full((x.shape[0],), float("nan"))
     return _ms_ssim(x, y, data_range=1.0, size_average=False)
+
+
+def squeezenet_features(backbone: str | Path | None = None) -> nn.Module:
+    """SqueezeNet-1.1 trunk (ImageNet weights from a local file) → 512-d average-pooled features,
+    scaled to norm sqrt(512) so the KID kernel ``(x·y/d + 1)³`` sees cosine similarities.
+
+    Used for KID-Squeeze: a distribution-level realism metric we can compute without Inception.
+    Call on images in [0,1].
+    """
+    from torchvision.models import squeezenet1_1
+
+    net = squeezenet1_1(weights=None)
+    state = torch.load(squeezenet_backbone_path(backbone), map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return _PooledFeatures(net.features).eval()
+
+
+class _PooledFeatures(nn.Module):
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.trunk((x - self.mean) / self.std).mean(dim=(2, 3))
+        return torch.nn.functional.normalize(pooled, dim=1) * pooled.shape[1] ** 0.5
+
+
+def patches(x: torch.Tensor, size: int = 256) -> torch.Tensor:
+    """Non-overlapping ``size``×``size`` crops of ``[1,3,H,W]`` → ``[N,3,size,size]`` (N may be 0)."""
+    _, c, h, w = x.shape
+    tiles = [x[0, :, i : i + size, j : j + size] for i in range(0, h - size + 1, size) for j in range(0, w - size + 1, size)]
+    return torch.stack(tiles) if tiles else x.new_zeros(0, c, size, size)
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Kernel Inception Distance (unbiased MMD², cubic polynomial kernel) between feature sets ``[N,D]``."""
+    real, fake = real.double(), fake.double()
+    d = real.shape[1]
+    m, n = len(real), len(fake)
+    if m < 2 or n < 2:
+        return float("nan")
+    k = lambda a, b: (a @ b.t() / d + 1) ** 3  # noqa: E731
+    krr, kff, krf = k(real, real), k(fake, fake), k(real, fake)
+    return float(
+        (krr.sum() - krr.diagonal().sum()) / (m * (m - 1))
+        + (kff.sum() - kff.diagonal().sum()) / (n * (n - 1))
+        - 2 * krf.mean()
+    )
