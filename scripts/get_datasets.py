@@ -77,7 +77,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None) -> str:
         os.replace(tmp, dest)
         return digest
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise SystemExit(f"cannot download {url}: {exc} (no internet access? copy the files by hand to {dest.parent})")
+        raise SystemExit(f"cannot download {url}: {exc} (no internet access? copy the files by hand to {dest.parent})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
