@@ -12,7 +12,10 @@ pixels, header included) is the target for every classical codec, run two ways:
 Metrics: PSNR (RGB), MS-SSIM (pytorch-msssim), LPIPS-Squeeze, encode and decode time, and per
 codec and level KID-Squeeze: the kernel inception distance between SqueezeNet features of 256×256
 patches of the originals and of the reconstructions (a realism measure; Inception is not
-available offline, so this is not comparable to published KID values). Results:
+available offline, so this is not comparable to published KID values). LPIPS-Alex, LPIPS-VGG and FID
+(Inception-v3, 256×256 patches resized to 299) are computed only when you supply the ImageNet
+weights (``--lpips-alex``, ``--lpips-vgg``, ``--inception-weights``); otherwise they are skipped
+with one message, never computed with random weights. Results:
 ``<out>/per_image.csv`` (resumable: finished images are skipped), ``summary.csv``/``summary.json``
 (means per codec and level over the images where the codec reached the target).
 
@@ -40,12 +43,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import load_image  # noqa: E402
 from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
-from vqcodec.metrics import kid, lpips_squeeze, ms_ssim, patches, psnr, squeezenet_features  # noqa: E402
+from vqcodec.metrics import (  # noqa: E402
+    fid,
+    inception_features,
+    kid,
+    lpips_squeeze,
+    lpips_with_backbone,
+    ms_ssim,
+    patches,
+    psnr,
+    squeezenet_features,
+)
 from vqcodec.training.data import list_images  # noqa: E402
 
 FIELDS = ["image", "codec", "level", "target_bpp", "setting", "scale", "width", "height", "bytes", "bpp",
-          "psnr", "ms_ssim", "lpips_squeeze", "encode_s", "decode_s", "lowest_bpp"]
-METRICS = ["bpp", "psnr", "ms_ssim", "lpips_squeeze", "encode_s", "decode_s"]
+          "psnr", "ms_ssim", "lpips_squeeze", "lpips_alex", "lpips_vgg", "encode_s", "decode_s", "lowest_bpp"]
+METRICS = ["bpp", "psnr", "ms_ssim", "lpips_squeeze", "lpips_alex", "lpips_vgg", "encode_s", "decode_s"]
 
 _state: dict = {}
 
@@ -60,6 +73,9 @@ def _init(args: argparse.Namespace) -> None:
     _state["codec"] = Codec.from_pretrained(args.model, device=args.device)
     _state["lpips"] = lpips_squeeze(args.lpips_backbone)
     _state["features"] = squeezenet_features(args.lpips_backbone)
+    _state["extra_lpips"] = {f"lpips_{net}": lpips_with_backbone(net, path)
+                             for net, path in (("alex", args.lpips_alex), ("vgg", args.lpips_vgg)) if path}
+    _state["inception"] = inception_features(args.inception_weights) if args.inception_weights else None
     classical = available_codecs()
     _state["classical"] = [classical[c] for c in args.codecs if c in classical]
 
@@ -67,8 +83,20 @@ def _init(args: argparse.Namespace) -> None:
 def _metrics(x: torch.Tensor, rec) -> dict:
     y = to_tensor(rec)
     with torch.inference_mode():
-        return {"psnr": float(psnr(x, y)[0]), "ms_ssim": float(ms_ssim(x, y)[0]),
-                "lpips_squeeze": float(_state["lpips"](x, y).flatten()[0])}
+        out = {"psnr": float(psnr(x, y)[0]), "ms_ssim": float(ms_ssim(x, y)[0]),
+               "lpips_squeeze": float(_state["lpips"](x, y).flatten()[0]), "lpips_alex": "", "lpips_vgg": ""}
+        for name, metric in _state["extra_lpips"].items():
+            out[name] = float(metric(x, y).flatten()[0])
+    return out
+
+
+def _patch_features(im) -> dict:
+    """Feature sets of the image's 256×256 patches for the distribution metrics."""
+    tiles = patches(to_tensor(im))
+    feats = {"squeeze": _state["features"](tiles)}
+    if _state["inception"] is not None:
+        feats["inception"] = _state["inception"](tiles)
+    return feats
 
 
 def evaluate_image(path: Path) -> list[dict]:
@@ -79,7 +107,7 @@ def evaluate_image(path: Path) -> list[dict]:
     pixels = image.width * image.height
     base = {"image": path.name, "width": image.width, "height": image.height}
     rows, targets = [], {}
-    features = {"original": _state["features"](patches(x))}
+    features = {"original": _patch_features(image)}
     for level in args.levels or codec.levels:
         t0 = time.perf_counter()
         data = codec.encode(image, level=level)
@@ -89,7 +117,7 @@ def evaluate_image(path: Path) -> list[dict]:
         (out_files / f"{path.stem}.L{level}.vqc").write_bytes(data)
         bpp = len(data) * 8 / pixels
         targets[level] = bpp
-        features[(f"vqcodec:{codec.model_id}", level)] = _state["features"](patches(to_tensor(rec)))
+        features[(f"vqcodec:{codec.model_id}", level)] = _patch_features(rec)
         rows.append({**base, "codec": f"vqcodec:{codec.model_id}", "level": level, "target_bpp": bpp, "setting": level,
                      "scale": 1.0, "bytes": len(data), "bpp": bpp, **_metrics(x, rec), "encode_s": t1 - t0,
                      "decode_s": t2 - t1, "lowest_bpp": ""})
@@ -113,7 +141,7 @@ def evaluate_image(path: Path) -> list[dict]:
                     rec = rec.resize(image.size)
                 t2 = time.perf_counter()
                 (out_files / f"{path.stem}.L{level}.{name}.{cc.pil_format.lower()}").write_bytes(point.data)
-                features[(name, level)] = _state["features"](patches(to_tensor(point.reconstruction)))
+                features[(name, level)] = _patch_features(point.reconstruction)
                 rows.append({**row, "setting": point.quality, "scale": point.scale, "bytes": len(point.data),
                              "bpp": point.bpp, **_metrics(x, point.reconstruction), "encode_s": t1 - t0,
                              "decode_s": t2 - t1})
@@ -121,18 +149,23 @@ def evaluate_image(path: Path) -> list[dict]:
     return rows
 
 
-def kid_by_codec(out: Path, groups: dict) -> dict:
-    """KID-Squeeze per (codec, level), over the images where the codec reached the target."""
+def distribution_metrics(out: Path, groups: dict) -> dict:
+    """KID-Squeeze (and FID with Inception weights) per (codec, level), over the images where the
+    codec reached the target."""
     feats = {p.stem: torch.load(p, weights_only=True) for p in (out / "features").glob("*.pt")}
     result = {}
     for key, rs in groups.items():
-        real, fake = [], []
+        real, fake = defaultdict(list), defaultdict(list)
         for r in rs:
             f = feats.get(Path(r["image"]).stem, {})
             if r["bpp"] != "" and key in f:
-                real.append(f["original"])
-                fake.append(f[key])
-        result[key] = kid(torch.cat(real), torch.cat(fake)) if real else math.nan
+                for kind in f[key]:
+                    real[kind].append(f["original"][kind])
+                    fake[kind].append(f[key][kind])
+        result[key] = {
+            "kid_squeeze": kid(torch.cat(real["squeeze"]), torch.cat(fake["squeeze"])) if real["squeeze"] else math.nan,
+            "fid_inception": fid(torch.cat(real["inception"]), torch.cat(fake["inception"])) if real["inception"] else math.nan,
+        }
     return result
 
 
@@ -141,18 +174,18 @@ def summarise(per_image: Path, out: Path) -> list[dict]:
     with open(per_image) as f:
         for r in csv.DictReader(f):
             groups[(r["codec"], int(r["level"]))].append(r)
-    kids = kid_by_codec(out, groups)
+    dist = distribution_metrics(out, groups)
     summary = []
     for (codec, level), rs in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("vqcodec"), kv[0][0], -kv[0][1])):
         reached = [r for r in rs if r["bpp"] != ""]
         entry = {"codec": codec, "level": level, "images": len(rs), "reached": len(reached),
                  "target_bpp": float(np.mean([float(r["target_bpp"]) for r in rs]))}
         for m in METRICS:
-            vals = [float(r[m]) for r in reached]
+            vals = [float(r[m]) for r in reached if r[m] != ""]
             entry[m] = float(np.nanmean(vals)) if vals else math.nan
         lows = [float(r["lowest_bpp"]) for r in rs if r["lowest_bpp"] != ""]
         entry["lowest_bpp"] = float(np.mean(lows)) if lows else math.nan
-        entry["kid_squeeze"] = kids[(codec, level)]
+        entry.update(dist[(codec, level)])
         summary.append(entry)
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(summary[0]))
@@ -184,7 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads in total")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 state dict (default: ../shared/weights)")
+    p.add_argument("--lpips-alex", help="torchvision AlexNet ImageNet state dict: adds LPIPS-Alex")
+    p.add_argument("--lpips-vgg", help="torchvision VGG16 ImageNet state dict: adds LPIPS-VGG")
+    p.add_argument("--inception-weights", help="torchvision Inception-v3 ImageNet state dict: adds FID")
     args = p.parse_args(argv)
+    missing = [flag for flag, given in (("--lpips-alex", args.lpips_alex), ("--lpips-vgg", args.lpips_vgg),
+                                        ("--inception-weights", args.inception_weights)) if not given]
+    if missing:
+        print(f"skipping LPIPS-Alex/LPIPS-VGG/FID where no ImageNet weights were given ({', '.join(missing)}); "
+              "they are never computed with random weights", file=sys.stderr)
     args.codecs = [c for c in args.codecs.split(",") if c]
 
     out = Path(args.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,17 +32,22 @@ def lpips_squeeze(backbone: str | Path | None = None) -> nn.Module:
 
     Call the result on images in [0, 1]: ``loss(x, y)`` → ``[B,1,1,1]``.
     """
+    return lpips_with_backbone("squeeze", squeezenet_backbone_path(backbone))
+
+
+def lpips_with_backbone(net: str, backbone: str | Path) -> nn.Module:
+    """``lpips.LPIPS(net=...)`` ("squeeze", "alex" or "vgg") with its trunk from a torchvision
+    ImageNet state dict (``features.N.*`` keys) and its calibrated linear layers from the wheel."""
     import lpips
 
-    path = squeezenet_backbone_path(backbone)
-    model = lpips.LPIPS(net="squeeze", pretrained=True, pnet_rand=True, verbose=False)
-    features = torch.load(path, map_location="cpu", weights_only=True)
-    slice_of = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 11: 6, 12: 7}
+    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    slice_of = {index: name for name, part in model.net.named_children() for index, _ in part.named_children()}
+    features = torch.load(backbone, map_location="cpu", weights_only=True)
     trunk = {}
     for key, value in features.items():
         if key.startswith("features."):
             _, idx, rest = key.split(".", 2)
-            trunk[f"slice{slice_of[int(idx)]}.{idx}.{rest}"] = value.float()
+            trunk[f"{slice_of[idx]}.{idx}.{rest}"] = value.float()
     model.net.load_state_dict(trunk, strict=True)
     model.eval()
     for p in model.parameters():
@@ -125,3 +131,41 @@ def kid(real: torch.Tensor, fake: torch.Tensor) -> float:
         + (kff.sum() - kff.diagonal().sum()) / (n * (n - 1))
         - 2 * krf.mean()
     )
+
+
+def inception_features(weights: str | Path) -> nn.Module:
+    """torchvision Inception-v3 with the user's ImageNet weights → 2048-d pool features (for FID).
+
+    We ship no Inception weights and never run it with random ones: ``weights`` must be the
+    state dict of torchvision's ``inception_v3`` (e.g. ``inception_v3_google-0cc3c7bd.pth``).
+    """
+    from torchvision.models import inception_v3
+
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    net.fc = nn.Identity()
+    return _InceptionPool(net).eval()
+
+
+class _InceptionPool(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.net((x - self.mean) / self.std)
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets ``[N,D]``."""
+    from scipy import linalg
+
+    a, b = real.double().numpy(), fake.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = np.real(linalg.sqrtm(cov_a @ cov_b))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
