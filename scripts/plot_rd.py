@@ -48,11 +48,11 @@ def plot_curves(summary: list[dict], out: Path, title: str) -> None:
     plt.close(fig)
 
 
-def comparison_sheet(results: Path, image_name: str, level: int, data_dir: Path, out: Path) -> None:
+def comparison_sheet(results: Path, image_name: str, level: int, data_dir: Path, out: Path, model: str | None) -> None:
     """Crops of one image: original, vqcodec at ``level``, and each resampled classical codec at that bpp."""
     from PIL import Image, ImageDraw
 
-    from vqcodec import Codec
+    import vqcodec
     from vqcodec.evaluation.classical import available_codecs
 
     stem = Path(image_name).stem
@@ -62,7 +62,7 @@ def comparison_sheet(results: Path, image_name: str, level: int, data_dir: Path,
     tiles = [("original", original)]
     vqc = results / "files" / f"{stem}.L{level}.vqc"
     data = vqc.read_bytes()
-    tiles.append((f"vqcodec L{level} {len(data) * 8 / (w * h):.4f} bpp", Codec.from_pretrained(device="cpu").decode(data)))
+    tiles.append((f"vqcodec L{level} {len(data) * 8 / (w * h):.4f} bpp", vqcodec.decode(data, model=model, device="cpu")))
     codecs = available_codecs()
     for path in sorted((results / "files").glob(f"{stem}.L{level}.*+resample.*")):
         name = path.name.split(".")[2].replace("+resample", "")
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", help="image for the comparison sheet (e.g. kodim23.png)")
     p.add_argument("--level", type=int, help="vqcodec level for the sheet")
     p.add_argument("--data", help="folder with the original images (for the sheet)")
+    p.add_argument("--model", help="model that wrote the .vqc files, if not the one named in them")
     args = p.parse_args(argv)
     results = Path(args.results)
     summary = json.loads((results / "summary.json").read_text())
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {results / 'rd.png'} and rd.svg")
     if args.image and args.level and args.data:
         out = results / f"sheet_{Path(args.image).stem}_L{args.level}.png"
-        comparison_sheet(results, args.image, args.level, Path(args.data), out)
+        comparison_sheet(results, args.image, args.level, Path(args.data), out, args.model)
         print(f"wrote {out}")
     return 0
 

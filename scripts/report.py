@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""One command for the README's results: evaluate, plot, and rewrite the README section.
+
+    python scripts/report.py --data ../shared/data/kodak --name kodak
+
+Runs ``scripts/evaluate.py`` (resumable) into ``results/<name>``, ``scripts/plot_rd.py``, copies the
+RD plot to ``docs/img/rd_<name>.png`` and replaces the README block between
+``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` with the table: per vqcodec level, the
+best classical codec at the same bpp (lowest LPIPS-Squeeze among those that reached the target
+on every image, plain or resampled), and how far vqcodec is from the target of half its
+LPIPS-Squeeze with PSNR at most 2 dB below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table(summary: list[dict]) -> str:
+    vq = [e for e in summary if e["codec"].startswith("vqcodec")]
+    lines = [
+        "| level | bpp | PSNR | MS-SSIM | LPIPS-Sq | KID-Sq | best classical at ≤ same bpp | its bpp | PSNR | MS-SSIM | LPIPS-Sq | "
+        "LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in sorted(vq, key=lambda e: -e["level"]):
+        rivals = [c for c in summary if not c["codec"].startswith("vqcodec") and c["level"] == e["level"]
+                  and c["reached"] == c["images"] and not math.isnan(c["lpips_squeeze"])]
+        best = min(rivals, key=lambda c: c["lpips_squeeze"]) if rivals else None
+        row = (f"| {e['level']} | {e['bpp']:.4f} | {e['psnr']:.2f} | {e['ms_ssim']:.4f} | {e['lpips_squeeze']:.4f} | "
+               f"{e['kid_squeeze']:.3f} | ")
+        if best:
+            row += (f"{best['codec']} | {best['bpp']:.4f} | {best['psnr']:.2f} | {best['ms_ssim']:.4f} | "
+                    f"{best['lpips_squeeze']:.4f} | {e['lpips_squeeze'] / best['lpips_squeeze']:.2f} | "
+                    f"{e['psnr'] - best['psnr']:+.2f} |")
+        else:
+            row += "none reaches this bpp | | | | | | |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--name", required=True, help="data set name: results/<name>, README block <name>")
+    p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--sheet-image", default="kodim23.png", help="image for the visual comparison sheet")
+    args, rest = p.parse_known_args(argv)
+    out = ROOT / "results" / args.name
+    if _script("evaluate").main(["--data", args.data, "--out", str(out), "--workers", str(args.workers), *rest]) != 0:
+        return 1
+    summary = json.loads((out / "summary.json").read_text())
+    levels = sorted({e["level"] for e in summary if e["codec"].startswith("vqcodec")})
+    sheet_level = levels[len(levels) // 2]
+    plot_args = ["--results", str(out), "--title", args.name]
+    if (Path(args.data) / args.sheet_image).exists():
+        plot_args += ["--image", args.sheet_image, "--level", str(sheet_level), "--data", args.data]
+    _script("plot_rd").main(plot_args)
+    img = ROOT / "docs" / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")
+    sheet = out / f"sheet_{Path(args.sheet_image).stem}_L{sheet_level}.png"
+    block = f"{table(summary)}\n\n![RD curves on {args.name}](docs/img/rd_{args.name}.png)\n"
+    if sheet.exists():
+        shutil.copy(sheet, img / f"sheet_{args.name}.png")
+        block += f"\n![Same crop from every codec at level {sheet_level}'s bpp](docs/img/sheet_{args.name}.png)\n"
+    readme = Path(args.readme)
+    text = readme.read_text()
+    start, end = f"<!-- results:{args.name} -->", f"<!-- /results:{args.name} -->"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{block}{end}", text, flags=re.S)
+    readme.write_text(text)
+    print(f"updated {readme} ({args.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
