@@ -1,8 +1,11 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -120,3 +123,30 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "encode" in out and "decode" in out and "info" in out
+
+
+def test_sigint_leaves_no_partial_output(tmp_path, photo, tiny_model_path):
+    """A real Ctrl-C in the middle of a batch: exit 130, only complete .vqc files, no temp files."""
+    from vqcodec.codec.container import unpack
+
+    src = tmp_path / "many"
+    src.mkdir()
+    big = np.tile(photo, (8, 8, 1))
+    for i in range(60):
+        Image.fromarray(np.roll(big, i, axis=1)).save(src / f"{i:03d}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "vqcodec.cli", "encode", str(src), "-o", str(out), "--model",
+                             str(tiny_model_path)], stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.exists() and any(out.glob("*.vqc"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
+    written = sorted(out.iterdir())
+    assert 0 < len(written) < 60
+    for f in written:
+        assert f.suffix == ".vqc"
+        unpack(f.read_bytes())

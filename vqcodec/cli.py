@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, registry
 from .codec import Codec
 from .codec.container import unpack
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, atomic_write, encode_image_file, load_image
@@ -135,7 +135,7 @@ def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
     cache: dict[str, Codec] = {}
 
     def get(model: str | None) -> Codec:
-        key = args.model or model or "vqcodec-f16"
+        key = args.model or model or registry.DEFAULT_MODEL
         if key not in cache:
             cache[key] = Codec.from_pretrained(key, weights=args.weights, device=args.device, max_pixels=args.max_pixels)
         return cache[key]
