@@ -14,7 +14,6 @@ LPIPS-Squeeze with PSNR at most 2 dB below.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import re
@@ -23,13 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # importable by name, so evaluate's worker processes can find it
 
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import evaluate  # noqa: E402
+import plot_rd  # noqa: E402
 
 
 def table(summary: list[dict]) -> str:
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sheet-image", default="kodim23.png", help="image for the visual comparison sheet")
     args, rest = p.parse_known_args(argv)
     out = ROOT / "results" / args.name
-    if _script("evaluate").main(["--data", args.data, "--out", str(out), "--workers", str(args.workers), *rest]) != 0:
+    if evaluate.main(["--data", args.data, "--out", str(out), "--workers", str(args.workers), *rest]) != 0:
         return 1
     summary = json.loads((out / "summary.json").read_text())
     levels = sorted({e["level"] for e in summary if e["codec"].startswith("vqcodec")})
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_args = ["--results", str(out), "--title", args.name]
     if (Path(args.data) / args.sheet_image).exists():
         plot_args += ["--image", args.sheet_image, "--level", str(sheet_level), "--data", args.data]
-    _script("plot_rd").main(plot_args)
+    plot_rd.main(plot_args)
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")

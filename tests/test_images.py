@@ -1,11 +1,13 @@
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vqcodec.codec.image_io import ImageWarning, atomic_write, encode_image_file, load_image
+from vqcodec.codec.image_io import ImageWarning, encode_image_file, load_image
 from vqcodec.errors import ImageError
+from vqcodec.fileio import atomic_write
 
 
 def _png(im: Image.Image, **kw) -> bytes:
@@ -80,6 +82,9 @@ def test_atomic_write_refuses_overwrite(tmp_path):
     atomic_write(target, b"two", force=True)
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_output_format_follows_extension():

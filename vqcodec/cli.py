@@ -13,8 +13,9 @@ from pathlib import Path
 from . import __version__, registry
 from .codec import Codec
 from .codec.container import unpack
-from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, atomic_write, encode_image_file, load_image
+from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
 from .errors import VQCodecError
+from .fileio import atomic_write
 
 log = logging.getLogger("vqcodec")
 

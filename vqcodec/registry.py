@@ -47,7 +47,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="vqcodec-f16",
             format="vqcodec",
             filename="vqcodec-f16.safetensors",
-            sha256="__EMBEDDED_SHA256__",
+            sha256="b4eaa22c13312cfba51aa5ed9d40b4d323e61e5b6600c85b0663cddcffa6faea",
             description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
         ),
         ModelSpec(

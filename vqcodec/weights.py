@@ -12,14 +12,14 @@ Layout of a vqcodec ``.safetensors`` file:
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import WeightsError
+from .fileio import atomic_write
 from .models import VQGAN, ModelConfig
 
 FORMAT = "1"
@@ -51,12 +51,10 @@ def model_tensors(model: VQGAN, priors: dict[int, torch.Tensor] | None = None, h
 
 
 def save_model(path: str | Path, model: VQGAN, priors: dict[int, torch.Tensor] | None = None, half: bool = True) -> None:
-    """Write the model atomically (temp file + rename)."""
-    path = Path(path)
+    """Write the model atomically (temp file + rename), replacing an existing file."""
     tensors = model_tensors(model, priors, half)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"vqcodec_format": FORMAT, "vqcodec_config": model.config.to_json()})
-    os.replace(tmp, path)
+    data = save(tensors, metadata={"vqcodec_format": FORMAT, "vqcodec_config": model.config.to_json()})
+    atomic_write(path, data, force=True)
 
 
 class LoadedModel:

@@ -11,8 +11,6 @@ Conversion rule for inputs (documented in the README):
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -83,31 +81,6 @@ def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_
 
 def image_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(to_rgb(im), dtype=np.uint8)
-
-
-def atomic_write(path: str | Path, data: bytes, force: bool = False) -> None:
-    """Write bytes via a temp file in the same folder + rename: never a partial file.
-
-    Refuses to replace an existing file unless ``force``.
-    """
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists (use --force to overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if not force and path.exists():
-            raise FileExistsError(f"{path} exists (use --force to overwrite)")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:
