@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -73,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     img.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")
     sheet = out / f"sheet_{Path(args.sheet_image).stem}_L{sheet_level}.png"
-    block = f"{table(summary)}\n\n![RD curves on {args.name}](docs/img/rd_{args.name}.png)\n"
+    readme = Path(args.readme).resolve()
+    rel = Path(os.path.relpath(img, readme.parent)).as_posix()
+    block = f"{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
     if sheet.exists():
         shutil.copy(sheet, img / f"sheet_{args.name}.png")
-        block += f"\n![Same crop from every codec at level {sheet_level}'s bpp](docs/img/sheet_{args.name}.png)\n"
-    readme = Path(args.readme)
+        block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
     text = readme.read_text()
     start, end = f"<!-- results:{args.name} -->", f"<!-- /results:{args.name} -->"
     if start not in text:
