@@ -97,16 +97,26 @@ def squeezenet_features(backbone: str | Path | None = None) -> nn.Module:
     return _PooledFeatures(net.features).eval()
 
 
-class _PooledFeatures(nn.Module):
-    def __init__(self, trunk: nn.Module) -> None:
+class _ImageNetInput(nn.Module):
+    """Base for torchvision classifiers: [0,1] images → ImageNet-normalised input."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.trunk = trunk
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class _PooledFeatures(_ImageNetInput):
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.trunk((x - self.mean) / self.std).mean(dim=(2, 3))
+        pooled = self.trunk(self.normalise(x)).mean(dim=(2, 3))
         return torch.nn.functional.normalize(pooled, dim=1) * pooled.shape[1] ** 0.5
 
 
@@ -147,17 +157,15 @@ def inception_features(weights: str | Path) -> nn.Module:
     return _InceptionPool(net).eval()
 
 
-class _InceptionPool(nn.Module):
+class _InceptionPool(_ImageNetInput):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.normalise(x))
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
