@@ -33,8 +33,8 @@ def table(summary: list[dict]) -> str:
     vq = [e for e in summary if e["codec"].startswith("vqcodec")]
     lines = [
         "| level | bpp | PSNR | MS-SSIM | LPIPS-Sq | KID-Sq | best classical at ≤ same bpp | its bpp | PSNR | MS-SSIM | LPIPS-Sq | "
-        "LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "KID-Sq | LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in sorted(vq, key=lambda e: -e["level"]):
         rivals = [c for c in summary if not c["codec"].startswith("vqcodec") and c["level"] == e["level"]
@@ -44,10 +44,10 @@ def table(summary: list[dict]) -> str:
                f"{e['kid_squeeze']:.3f} | ")
         if best:
             row += (f"{best['codec']} | {best['bpp']:.4f} | {best['psnr']:.2f} | {best['ms_ssim']:.4f} | "
-                    f"{best['lpips_squeeze']:.4f} | {e['lpips_squeeze'] / best['lpips_squeeze']:.2f} | "
+                    f"{best['lpips_squeeze']:.4f} | {best['kid_squeeze']:.3f} | {e['lpips_squeeze'] / best['lpips_squeeze']:.2f} | "
                     f"{e['psnr'] - best['psnr']:+.2f} |")
         else:
-            row += "none reaches this bpp | | | | | | |"
+            row += "none reaches this bpp | | | | | | | |"
         lines.append(row)
     return "\n".join(lines)
 

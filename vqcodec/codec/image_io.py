@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 
-DEFAULT_MAX_PIXELS = 1 << 26  # 67 megapixels, e.g. 8192×8192
+DEFAULT_MAX_PIXELS = 1 << 22  # 4.2 megapixels (2048×2048): the whole image is processed at once, ~2.5 GB per megapixel
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 
