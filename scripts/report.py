@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     sheet = out / f"sheet_{Path(args.sheet_image).stem}_L{sheet_level}.png"
     readme = Path(args.readme).resolve()
     rel = Path(os.path.relpath(img, readme.parent)).as_posix()
-    block = f"{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
+    counted = [e["images"] for e in summary if e["codec"].startswith("vqcodec")]
+    note = f"Mean over {max(counted)} images; the command: `python scripts/report.py --data {args.data} --name {args.name}"
+    note += "".join(f" {a}" for a in rest) + "`.\n\n"
+    block = f"{note}{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
     if sheet.exists():
         shutil.copy(sheet, img / f"sheet_{args.name}.png")
         block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
