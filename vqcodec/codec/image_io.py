@@ -79,10 +79,6 @@ def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
 
 
-def image_to_array(im: Image.Image) -> np.ndarray:
-    return np.asarray(to_rgb(im), dtype=np.uint8)
-
-
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:
     """Encode ``im`` in the format the output name asks for (PNG when unknown)."""
     ext = Path(path).suffix.lower()

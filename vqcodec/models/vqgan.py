@@ -105,6 +105,7 @@ class VQGAN(nn.Module):
         self.post_quant_conv = nn.Conv2d(config.embed_dim, z_channels, 1)
         self.level_codebooks: dict[int, torch.Tensor] = {}
         self.level_overrides: dict[int, dict[str, torch.Tensor]] = {}
+        self._level_models: dict[int, VQGAN] = {}  # plain dict: copies stay out of the state dict
 
     # -- levels -----------------------------------------------------------------------------
     @property
@@ -143,7 +144,7 @@ class VQGAN(nn.Module):
             model.load_state_dict(overrides, strict=False)
         model.level_codebooks = {}
         model.level_overrides = {}
-        model.__dict__.pop("_level_model_cache", None)
+        model._level_models = {}
         return model
 
     # -- the codec contract -----------------------------------------------------------------
@@ -197,10 +198,9 @@ class VQGAN(nn.Module):
         """Self, or a cached copy with the level's fine-tuned parameters when it has any."""
         if level is None or not self.level_overrides.get(level):
             return self
-        cache = self.__dict__.setdefault("_level_model_cache", {})
-        if level not in cache:
-            cache[level] = self.for_level(level)
-        return cache[level]
+        if level not in self._level_models:
+            self._level_models[level] = self.for_level(level)
+        return self._level_models[level]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: ``(reconstruction, codebook+commitment loss, indices)``, straight-through."""
