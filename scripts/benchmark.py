@@ -37,12 +37,11 @@ def _timed(fn, repeat: int) -> tuple[float, object]:
 
 
 def run_vqcodec(args) -> dict:
-    import numpy as np
     import torch
 
     from vqcodec import Codec
     from vqcodec.codec.container import unpack
-    from vqcodec.codec.image_io import load_image
+    from vqcodec.codec.image_io import image_to_tensor, load_image
 
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(args.model, device=args.device)
@@ -53,7 +52,7 @@ def run_vqcodec(args) -> dict:
     enc_s, data = _timed(lambda: codec.encode(image, level=args.level), args.repeat)
     dec_s, _ = _timed(lambda: codec.decode(data), args.repeat)
     header, payload = unpack(data)
-    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255
+    x = image_to_tensor(image)
     indices = codec.encode_indices(x, header.level).numpy()
     _, prior = codec.prior(header.level)
     ideal_bits = prior.cross_entropy_bits(indices)

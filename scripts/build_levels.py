@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vqcodec.codec.image_io import load_image  # noqa: E402
+from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
 from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts  # noqa: E402
 from vqcodec.training.trainer import load_checkpoint_model  # noqa: E402
@@ -38,8 +37,7 @@ def image_batches(files: list[Path], factor: int):
     for path in tqdm(files, desc="images", unit="img"):
         im = load_image(path)
         w, h = (im.width // factor) * factor, (im.height // factor) * factor
-        arr = np.asarray(im.crop((0, 0, w, h)), dtype=np.uint8)
-        yield torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
+        yield image_to_tensor(im.crop((0, 0, w, h)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
-from vqcodec.codec.image_io import load_image  # noqa: E402
+from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import (  # noqa: E402
     fid,
@@ -63,10 +63,6 @@ METRICS = ["bpp", "psnr", "ms_ssim", "lpips_squeeze", "lpips_alex", "lpips_vgg",
 _state: dict = {}
 
 
-def to_tensor(im) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)[None].float() / 255.0
-
-
 def _init(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, args.threads // max(1, args.workers)))
     _state["args"] = args
@@ -81,7 +77,7 @@ def _init(args: argparse.Namespace) -> None:
 
 
 def _metrics(x: torch.Tensor, rec) -> dict:
-    y = to_tensor(rec)
+    y = image_to_tensor(rec)
     with torch.inference_mode():
         out = {"psnr": float(psnr(x, y)[0]), "ms_ssim": float(ms_ssim(x, y)[0]),
                "lpips_squeeze": float(_state["lpips"](x, y).flatten()[0]), "lpips_alex": "", "lpips_vgg": ""}
@@ -92,7 +88,7 @@ def _metrics(x: torch.Tensor, rec) -> dict:
 
 def _patch_features(im) -> dict:
     """Feature sets of the image's 256×256 patches for the distribution metrics."""
-    tiles = patches(to_tensor(im))
+    tiles = patches(image_to_tensor(im))
     feats = {"squeeze": _state["features"](tiles)}
     if _state["inception"] is not None:
         feats["inception"] = _state["inception"](tiles)
@@ -103,7 +99,7 @@ def evaluate_image(path: Path) -> list[dict]:
     args, codec = _state["args"], _state["codec"]
     out_files = Path(args.out) / "files"
     image = load_image(path)
-    x = to_tensor(image)
+    x = image_to_tensor(image)
     pixels = image.width * image.height
     base = {"image": path.name, "width": image.width, "height": image.height}
     rows, targets = [], {}

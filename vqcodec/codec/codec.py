@@ -21,7 +21,7 @@ from ..entropy import STATIC_PRIOR, UNIFORM, StaticPrior, decode_symbols, encode
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from ..weights import LoadedModel
 from . import container
-from .image_io import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from .image_io import DEFAULT_MAX_PIXELS, image_to_tensor, load_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Codec:
         height, width = arr.shape[:2]
         if height * width > self.max_pixels:
             raise VQCodecError(f"{width}x{height} image exceeds the limit of {self.max_pixels} pixels")
-        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
+        x = image_to_tensor(arr)
         indices = self.encode_indices(x, level)[0]
         entropy_id, prior = self.prior(level)
         payload = encode_symbols(indices.numpy(), prior)

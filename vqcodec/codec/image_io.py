@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
@@ -77,6 +78,12 @@ def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_
         raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
+
+
+def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB image (PIL or ``uint8 [H,W,3]``) → ``float32 [1,3,H,W]`` in [0, 1]."""
+    arr = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
 
 
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:
