@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Train (or resume) a vqcodec VQGAN and optionally export it as a safetensors model.
 
-Example (the provisional default model):
+Example (how the default model was trained; rerunning the same command resumes from runs/default/last.pt):
     python scripts/train_vqgan.py --data ../shared/data/train --out runs/default \
-        --taef2 ../shared/weights/taef2 --steps 100000 --max-minutes 50 --export weights/vqcodec-f16.safetensors
+        --taef2 ../shared/weights/taef2 --n-embed 4096 --latent-warmup 500 --restart-every 50 \
+        --steps 100000 --disc-start 1700 --max-minutes 50
+
+Several processes (GPUs, or CPU processes with gloo): torchrun --nproc-per-node N scripts/train_vqgan.py ...
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec.models import ModelConfig  # noqa: E402
+from vqcodec.training.losses import LossConfig  # noqa: E402
 from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train  # noqa: E402
 from vqcodec.weights import save_model  # noqa: E402
 
@@ -37,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restart-every", type=int, default=100, help="steps between dead-code restarts")
     p.add_argument("--latent-warmup", type=int, default=0,
                    help="steps fitting the f16 stages to TAEF2 latents before K-means init (taef2 start only)")
+    p.add_argument("--disc-start", type=int, help="step at which the PatchGAN loss starts (default: never)")
+    p.add_argument("--disc-weight", type=float, default=0.1, help="scale of the adaptive adversarial weight")
+    p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the exported weight average")
     p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 ImageNet state dict for LPIPS-Squeeze")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -52,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
         lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2,
-        lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes,
+        lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes, ema_decay=args.ema_decay,
+        loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight),
     )
     ckpt = train(cfg, model_cfg)
     if args.export:

@@ -1,5 +1,12 @@
 """The training loop and level building on a tiny model and a few generated photos."""
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +16,16 @@ from PIL import Image
 from vqcodec import Codec
 from vqcodec.metrics import squeezenet_backbone_path
 from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts
+from vqcodec.training.losses import LossConfig
 from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train
 from vqcodec.weights import save_model
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
@@ -31,18 +46,36 @@ def test_train_resume_export_and_levels(tmp_path, photo_dir):
     except FileNotFoundError:
         pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
     cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=4, batch_size=2, crop=32,
-                      restart_every=2, checkpoint_every=2, sample_every=2, kmeans_samples=64)
+                      restart_every=2, checkpoint_every=2, sample_every=2, kmeans_samples=64, loss=LossConfig(disc_start=2))
     model_cfg = tiny_config()
     model_cfg.l2_normalize = True
     ckpt = train(cfg, model_cfg)
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 4 and (tmp_path / "run" / "sample_000002.png").exists()
+    assert {"ema", "discriminator", "optimizer_disc"} <= set(state)
+    ema_model, live_model = load_checkpoint_model(ckpt), load_checkpoint_model(ckpt, ema=False)
+    assert not torch.equal(ema_model.quant_conv.weight, live_model.quant_conv.weight)
     first = load_checkpoint_model(ckpt)
     cfg.steps = 6
     train(cfg, model_cfg)
     assert torch.load(ckpt, weights_only=True)["step"] == 6
     model = load_checkpoint_model(ckpt)
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), model.state_dict().values()))
+
+    build_levels = load_script("build_levels")
+    out = tmp_path / "levels.safetensors"
+    assert build_levels.main(["--checkpoint", str(ckpt), "--data", str(photo_dir), "--out", str(out), "--levels", "16", "8",
+                              "--finetune-steps", "2", "--decoder-levels", "8", "--holdout", "1", "--batch-size", "2",
+                              "--crop", "32", "--default-level", "16"]) == 0
+    report = json.loads(Path(str(out) + ".levels.json").read_text())
+    assert set(report) == {"16", "8"} and "tuned_decoder" in report["8"] and "tuned_decoder" not in report["16"]
+    built = Codec.from_pretrained(out, device="cpu")
+    assert built.levels == [64, 16, 8]
+    assert any(k.startswith("quant_conv.") for k in built.model.level_overrides[16])
+    decoder_kept = report["8"]["kept"] == "tuned_decoder"
+    assert decoder_kept == any(k.startswith("decoder.") for k in built.model.level_overrides[8])
+    image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    assert built.decode(built.encode(image)).size == (50, 40)
 
     batches = [torch.rand(1, 3, 32, 48) for _ in range(3)]
     usage = index_counts(model, batches, [64])[64]
@@ -54,3 +87,22 @@ def test_train_resume_export_and_levels(tmp_path, photo_dir):
     codec = Codec.from_pretrained(path, device="cpu")
     assert codec.levels == [64, 8]
     assert codec.decode(codec.encode(np.zeros((20, 30, 3), np.uint8), level=8)).size == (30, 20)
+
+
+def test_distributed_training_two_cpu_processes(tmp_path, photo_dir):
+    """torchrun with 2 processes on the gloo backend trains and checkpoints once, from rank 0."""
+    try:
+        squeezenet_backbone_path()
+    except FileNotFoundError:
+        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+    out = tmp_path / "ddp"
+    worker = Path(__file__).resolve().parent / "helpers" / "ddp_train.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(worker), str(photo_dir), str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert records == [{"world": 2, "step": 4}] * 2
+    assert sorted(p.name for p in out.glob("*.pt")) == ["last.pt"]

@@ -129,6 +129,7 @@ class VQGAN(nn.Module):
             raise ValueError(f"level codebook must be [S, {self.config.embed_dim}], got {tuple(codebook.shape)}")
         self.level_codebooks[size] = codebook.detach().clone().float()
         self.level_overrides[size] = {k: v.detach().clone() for k, v in (overrides or {}).items()}
+        self._level_models.pop(size, None)
 
     def for_level(self, level: int | None) -> VQGAN:
         """A model whose full codebook is the level's and whose overridden parameters are loaded."""
@@ -201,6 +202,10 @@ class VQGAN(nn.Module):
         if level not in self._level_models:
             self._level_models[level] = self.for_level(level)
         return self._level_models[level]
+
+    def last_layer(self) -> torch.Tensor:
+        """Weight of the decoder's final convolution, where the adaptive GAN weight is measured."""
+        return self.decoder.conv_out.weight if self.config.backbone == "taming" else self.decoder.f8[-1].weight
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: ``(reconstruction, codebook+commitment loss, indices)``, straight-through."""

@@ -21,10 +21,13 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 class RandomCrops(Dataset):
-    """Each item: one random ``crop``×``crop`` patch (random flip) as ``[3,crop,crop]`` in [0,1]."""
+    """Each item: one random ``crop``×``crop`` patch (random flip) as ``[3,crop,crop]`` in [0,1].
 
-    def __init__(self, folder: str | Path, crop: int = 128, seed: int = 0) -> None:
-        self.files = list_images(folder)
+    ``source`` is a folder of photos or an explicit list of files (e.g. training minus a held-out split).
+    """
+
+    def __init__(self, source: str | Path | list[Path], crop: int = 128, seed: int = 0) -> None:
+        self.files = list(source) if isinstance(source, list) else list_images(source)
         self.crop = crop
         self.rng = random.Random(seed)
 

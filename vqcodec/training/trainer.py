@@ -1,24 +1,31 @@
-"""A resumable VQGAN training loop for CPU (and GPU when present).
+"""A resumable VQGAN training loop for CPU, one GPU, or several processes under ``torchrun``.
 
-Losses: L1 + LPIPS-Squeeze + codebook/commitment. The codebook starts from K-means of encoder
-outputs and unused codes are restarted from recent encoder outputs, so every code stays alive.
+Losses (see :mod:`.losses`): L1 + LPIPS-Squeeze + codebook/commitment, then a PatchGAN loss from
+``loss.disc_start``. The codebook starts from K-means of encoder outputs and unused codes are
+restarted from recent encoder outputs, so every code stays alive. An exponential moving average
+of the weights is kept and is what gets exported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from ..metrics import lpips_squeeze
 from ..models import VQGAN, ModelConfig
 from .data import RandomCrops
+from .losses import LossConfig, VQLoss
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +39,9 @@ class TrainConfig:
     crop: int = 128
     lr: float = 5e-4
     lr_pretrained: float = 1e-4
-    l1_weight: float = 1.0
-    perceptual_weight: float = 1.0
+    lr_disc: float = 2e-4
+    loss: LossConfig = field(default_factory=LossConfig)
+    ema_decay: float = 0.995
     restart_every: int = 50
     checkpoint_every: int = 100
     sample_every: int = 250
@@ -43,6 +51,7 @@ class TrainConfig:
     lpips_backbone: str | None = None
     seed: int = 0
     max_minutes: float | None = None
+    mixed_precision: bool = True  # bf16 autocast, CUDA only
 
 
 def load_taef2(model: VQGAN, folder: str | Path) -> None:
@@ -103,15 +112,30 @@ def latent_warmup(model: VQGAN, batches, steps: int, lr: float) -> None:
             log.info("latent warm-up %d/%d  mse %.4f (latent variance %.4f)", step, steps, loss.item(), target.var().item())
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     """Train (or resume) and return the checkpoint path. Checkpoints: ``<out>/last.pt``."""
+    rank, world = _distributed()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    torch.manual_seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
 
     model = VQGAN(model_cfg)
     pretrained = list(model.encoder.f8.parameters()) + list(model.decoder.f8.parameters()) if model_cfg.backbone == "taef2" else []
@@ -121,22 +145,28 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     if pretrained:
         groups.append({"params": pretrained, "lr": cfg.lr_pretrained})
     opt = torch.optim.Adam(groups, betas=(0.5, 0.9))
+    criterion = VQLoss(cfg.loss, cfg.lpips_backbone)
+    opt_disc = torch.optim.Adam(criterion.discriminator.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.9))
 
-    data = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed)
+    data = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed + rank)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=0)
     batches = _endless(loader)
     usage = torch.zeros(model_cfg.n_embed, dtype=torch.long)
 
     step = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if "discriminator" in ckpt:  # checkpoints from before the adversarial loss have none
+            criterion.discriminator.load_state_dict(ckpt["discriminator"])
+            opt_disc.load_state_dict(ckpt["optimizer_disc"])
         step = int(ckpt["step"])
         usage = ckpt["usage"]
         torch.set_rng_state(ckpt["torch_rng"])
-        data.rng.seed(cfg.seed + step)
-        log.info("resumed from %s at step %d", ckpt_path, step)
+        data.rng.seed(cfg.seed + rank + world * step)
+        if rank == 0:
+            log.info("resumed from %s at step %d", ckpt_path, step)
     else:
         if model_cfg.backbone == "taef2" and cfg.taef2_dir:
             load_taef2(model, cfg.taef2_dir)
@@ -144,17 +174,31 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
             if cfg.latent_warmup_steps:
                 latent_warmup(model, batches, cfg.latent_warmup_steps, cfg.lr)
         log.info("K-means codebook init from %d encoder outputs", cfg.kmeans_samples)
-        kmeans_init(model, batches, cfg.kmeans_samples, cfg.seed)
+        kmeans_init(model, batches, cfg.kmeans_samples, cfg.seed)  # under DDP, rank 0's copy wins
 
     model.to(device).train()
-    perceptual = lpips_squeeze(cfg.lpips_backbone).to(device)
+    criterion.to(device).train()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    if ckpt is not None and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
+    ckpt = None
+    net = DistributedDataParallel(model) if world > 1 else model
+    disc = DistributedDataParallel(criterion.discriminator) if world > 1 else criterion.discriminator
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.mixed_precision else contextlib.nullcontext()
+    )
 
     def save() -> None:
+        if rank != 0:
+            return
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
             {
                 "model": model.state_dict(),
+                "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
+                "discriminator": criterion.discriminator.state_dict(),
+                "optimizer_disc": opt_disc.state_dict(),
                 "step": step,
                 "usage": usage,
                 "torch_rng": torch.get_rng_state(),
@@ -166,47 +210,97 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
         tmp.replace(ckpt_path)
 
     started = time.time()
+    start_step = step
     window: dict[str, float] = {}
+    window_steps = 0
     while step < cfg.steps:
         x = next(batches).to(device)
-        xrec, qloss, idx = model(x)
-        l1 = (xrec - x).abs().mean()
-        lp = perceptual(xrec, x).mean()
-        loss = cfg.l1_weight * l1 + cfg.perceptual_weight * lp + qloss
+        with autocast:
+            xrec, qloss, idx = net(x)
+            xrec = xrec.float()
+            with _frozen(criterion.discriminator):
+                loss, logs = criterion.generator_loss(x, xrec, qloss, step, model.last_layer())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        ema.update_parameters(model)
+        if criterion.gan_active(step):
+            with autocast:
+                d_loss, d_logs = criterion.discriminator_loss(x, xrec, disc)
+            opt_disc.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_disc.step()
+            logs.update(d_logs)
         step += 1
         usage += torch.bincount(idx.flatten().cpu(), minlength=model_cfg.n_embed)
-        for k, v in (("loss", loss), ("l1", l1), ("lpips_sq", lp), ("q", qloss)):
-            window[k] = window.get(k, 0.0) + float(v.detach())
+        window_steps += 1
+        for k, v in logs.items():
+            window[k] = window.get(k, 0.0) + v
 
         if step % cfg.restart_every == 0:
+            if world > 1:
+                dist.all_reduce(usage)
             dead = (usage == 0).nonzero().flatten()
             probs = usage.float() / usage.sum()
             perplexity = float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()))
             if len(dead):
-                with torch.no_grad():
-                    z = model.encode_latent(x).permute(0, 2, 3, 1).reshape(-1, model_cfg.embed_dim)
-                    pick = torch.randint(0, z.shape[0], (len(dead),), device=z.device)
-                    model.quantize.embedding.weight.data[dead.to(device)] = z[pick] + 0.01 * torch.randn_like(z[pick])
-            n = cfg.restart_every
-            log.info(
-                "step %d  loss %.4f  l1 %.4f  lpips_sq %.4f  q %.4f  used %d/%d  perplexity %.0f  restarted %d  %.2fs/step",
-                step, window["loss"] / n, window["l1"] / n, window["lpips_sq"] / n, window["q"] / n,
-                int((usage > 0).sum()), model_cfg.n_embed, perplexity, len(dead), (time.time() - started) / max(1, step),
-            )
-            window = {}
+                _restart_codes(model, ema, x, dead, rank, world)
+            if rank == 0:
+                n = window_steps
+                log.info(
+                    "step %d  %s  used %d/%d  perplexity %.0f  restarted %d  %.2fs/step",
+                    step, "  ".join(f"{k} {v / n:.4f}" for k, v in window.items()),
+                    int((usage > 0).sum()), model_cfg.n_embed, perplexity, len(dead),
+                    (time.time() - started) / max(1, step - start_step),
+                )
+            window, window_steps = {}, 0
             usage.zero_()
         if step % cfg.checkpoint_every == 0:
             save()
-        if step % cfg.sample_every == 0:
+        if step % cfg.sample_every == 0 and rank == 0:
             _save_samples(out / f"sample_{step:06d}.png", x, xrec)
-        if cfg.max_minutes is not None and time.time() - started > cfg.max_minutes * 60:
-            log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+        if cfg.max_minutes is not None and _stop_all(time.time() - started > cfg.max_minutes * 60, world):
+            if rank == 0:
+                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
             break
     save()
+    if world > 1:
+        dist.barrier()
     return ckpt_path
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """No gradients into ``module`` while the generator's loss passes through it."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def _restart_codes(model: VQGAN, ema: AveragedModel, x: torch.Tensor, dead: torch.Tensor, rank: int, world: int) -> None:
+    """Move unused codes onto recent encoder outputs (rank 0 chooses, every rank receives)."""
+    weight = model.quantize.embedding.weight
+    if rank == 0:
+        z = model.encode_latent(x).permute(0, 2, 3, 1).reshape(-1, model.config.embed_dim).to(weight.dtype)
+        pick = torch.randint(0, z.shape[0], (len(dead),), device=z.device)
+        weight.data[dead.to(weight.device)] = z[pick] + 0.01 * torch.randn_like(z[pick])
+    if world > 1:
+        dist.broadcast(weight.data, 0)
+    ema.module.quantize.embedding.weight.data[dead.to(weight.device)] = weight.data[dead.to(weight.device)]
+
+
+def _stop_all(local: bool, world: int) -> bool:
+    """Every rank stops at the same step when any one runs out of time."""
+    if world <= 1:
+        return local
+    flag = torch.tensor([int(local)])
+    dist.all_reduce(flag)
+    return bool(flag.item())
 
 
 def _save_samples(path: Path, x: torch.Tensor, xrec: torch.Tensor) -> None:
@@ -217,8 +311,13 @@ def _save_samples(path: Path, x: torch.Tensor, xrec: torch.Tensor) -> None:
     Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
 
 
-def load_checkpoint_model(path: str | Path) -> VQGAN:
+def load_checkpoint_model(path: str | Path, ema: bool = True) -> VQGAN:
+    """The model in a training checkpoint: its moving-average weights when it has them."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = VQGAN(ModelConfig.from_json(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    if ema and "ema" in ckpt:
+        prefix = "module."
+        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["ema"].items() if k.startswith(prefix)})
+    else:
+        model.load_state_dict(ckpt["model"])
     return model.eval()
