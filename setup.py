@@ -19,6 +19,7 @@ setup(
         "taming-transformers-rom1504>=0.0.6",
         "einops",
         "pyyaml",
+        "scipy",
         "tqdm",
     ],
     extras_require={

@@ -9,7 +9,7 @@ from PIL import Image
 
 from .codec import Codec
 from .codec.codec import ImageLike
-from .codec.container import unpack
+from .codec.container import read
 
 
 @lru_cache(maxsize=4)
@@ -17,14 +17,18 @@ def _codec(model: str, device: str) -> Codec:
     return Codec.from_pretrained(model, device=device)
 
 
-def encode(image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto") -> bytes:
-    """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes."""
+def encode(
+    image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto", packets: int | None = None
+) -> bytes:
+    """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes
+    (``packets``: that many independently decodable packets, for lossy channels)."""
     from .registry import DEFAULT_MODEL
 
-    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level)
+    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, packets=packets)
 
 
-def decode(data: bytes, model: str | Path | None = None, device: str = "auto") -> Image.Image:
-    """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given."""
-    header, _ = unpack(data)
-    return _codec(str(model or header.model_id), device).decode(data)
+def decode(data: bytes, model: str | Path | None = None, device: str = "auto", **options) -> Image.Image:
+    """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given.
+    Lost packets are restored; ``options`` as :meth:`Codec.decode_with_report`."""
+    header = read(data).header
+    return _codec(str(model or header.model_id), device).decode(data, **options)

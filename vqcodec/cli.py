@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, registry
-from .codec import Codec
-from .codec.container import unpack
+from .codec import Codec, channel, container
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
+from .codec.restore import METHODS
 from .errors import VQCodecError
 from .fileio import atomic_write
 
@@ -24,6 +24,8 @@ EPILOG = """examples:
   vqcodec encode photos/ -o out/ --level 256
   vqcodec decode out/*.vqc -o decoded/
   vqcodec info photo.vqc
+  vqcodec encode photo.png --packets 16     # loss-resilient: 16 independently decodable packets
+  vqcodec decode photo.vqc --simulate-loss 0.2 --seed 1   # drop 20 % of the packets, restore
   cat photo.png | vqcodec encode - -o - > photo.vqc
 """
 
@@ -152,7 +154,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     def work(src: str, dst: str) -> str:
         codec = codec_for(None)
         image = load_image(_read(src) if src == "-" else src, args.max_pixels)
-        data = codec.encode(image, level=args.level)
+        data = codec.encode(image, level=args.level, packets=args.packets, packet_bytes=args.packet_bytes)
         _write(dst, data, src, args.force)
         bpp = len(data) * 8 / (image.width * image.height)
         return f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp"
@@ -167,10 +169,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     def work(src: str, dst: str) -> str:
         data = _read(src)
-        header, _ = unpack(data, args.max_pixels)
-        image = codec_for(header.model_id).decode(data)
+        header = container.read(data, args.max_pixels).header
+        image, report = codec_for(header.model_id).decode_with_report(
+            data, restore=args.restore, simulate_loss=args.simulate_loss, loss_unit=args.loss_unit, seed=args.seed,
+            restore_steps=args.restore_steps,
+        )
         _write(dst, encode_image_file(image, "x.png" if dst == "-" else dst), src, args.force)
-        return f"{src} -> {dst}: {image.width}x{image.height}"
+        note = ""
+        if report.packets:
+            note += f", {report.packets - len(report.packets_lost)}/{report.packets} packets"
+        if report.indices_lost:
+            note += f", {report.indices_lost}/{report.indices} indices lost, restored ({report.restored_with})"
+        return f"{src} -> {dst}: {image.width}x{image.height}{note}"
 
     return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
 
@@ -180,8 +190,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     def work(src: str, _dst: str) -> str:
         data = _read(src)
-        h, payload = unpack(data, args.max_pixels)
+        stream = container.read(data, args.max_pixels)
+        h = stream.header
         pixels = h.width * h.height
+        if h.packetized:
+            found = len(stream.packets)
+            lost = ", ".join(map(str, stream.lost_packets)) or "none"
+            payload = (f"  packets      {found} of {h.packets} found (lost: {lost}); "
+                       f"{sum(map(len, stream.packets.values()))} payload bytes, {stream.damaged_bytes} damaged bytes skipped")
+        else:
+            payload = f"  payload      {len(stream.payload)} bytes"
         print(
             f"{src}:\n"
             f"  model        {h.model_id} (weights {h.fingerprint.hex()})\n"
@@ -189,7 +207,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  size         {h.width}x{h.height} (grid {h.grid_width}x{h.grid_height}, f{h.factor}, "
             f"padding {h.padding[0]}+{h.padding[1]})\n"
             f"  entropy      {'static prior' if h.entropy_model == 1 else 'uniform'} (id {h.entropy_model})\n"
-            f"  payload      {len(payload)} bytes\n"
+            f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
         )
         return ""
@@ -226,12 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("inputs", nargs="+", help="image files, directories or globs; - for stdin")
     enc.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input)")
     enc.add_argument("-l", "--level", type=int, help="codebook size; smaller = fewer bits (see 'vqcodec info')")
+    packets = enc.add_mutually_exclusive_group()
+    packets.add_argument("--packets", type=int, metavar="N",
+                         help="split the indices into N independently decodable, interleaved packets (loss-resilient)")
+    packets.add_argument("--packet-bytes", type=int, metavar="B",
+                         help="packetize with as few packets as keep each payload within B bytes (e.g. an MTU)")
     enc.set_defaults(func=cmd_encode)
 
     dec = sub.add_parser("decode", parents=[common, model_opts], help=".vqc files -> images",
                          description="Decompress .vqc files to PNG (or the format the output name asks for).")
     dec.add_argument("inputs", nargs="+", help=".vqc files, directories or globs; - for stdin")
     dec.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input, .png)")
+    dec.add_argument("--restore", default="auto", choices=["auto", *METHODS],
+                     help="how lost indices are filled: the transformer restorer (auto, when the model has one), "
+                          "the nearest surviving neighbour's code, or one fixed code (default: auto)")
+    dec.add_argument("--restore-steps", type=int, default=4, help="transformer restoration iterations (default 4)")
+    dec.add_argument("--simulate-loss", type=float, default=0.0, metavar="P",
+                     help="experiment: drop this fraction of packets (or indices, see --loss-unit) before decoding")
+    dec.add_argument("--loss-unit", default="packet", choices=channel.LOSS_UNITS,
+                     help="what --simulate-loss drops (default: packet; plain files need index)")
+    dec.add_argument("--seed", type=int, default=0, help="random seed of --simulate-loss (default 0)")
     dec.set_defaults(func=cmd_decode)
 
     info = sub.add_parser("info", parents=[common], help="print the header of .vqc files",

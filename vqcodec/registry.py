@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WeightsError
-from .weights import LoadedModel, load_model
+from .models.restorer import IndexRestorer
+from .weights import LoadedModel, load_model, load_restorer
 
 EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -35,6 +36,8 @@ class ModelSpec:
     config_filename: str | None = None
     config_url: str | None = None
     description: str = ""
+    restorer_filename: str | None = None  # the lost-index transformer trained for these weights
+    restorer_sha256: str | None = None
 
 
 _TAMING_1024 = "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2F{}&dl=1"
@@ -160,3 +163,23 @@ def load(name_or_path: str | Path | None = None, weights: str | Path | None = No
         config = _locate(spec, spec.config_filename, spec.config_url, None, download)
     loaded = load_taming(path, config, name=spec.name)
     return spec.name, loaded
+
+
+def restorer_path(name_or_path: str | Path | None = None) -> Path | None:
+    """Where the restorer of a model lives: the registry's file for a registered name (verified),
+    ``<stem>.restorer.safetensors`` beside a model file, or None when there is none."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    spec = REGISTRY.get(name)
+    if spec is None:
+        candidate = Path(name).with_suffix(".restorer.safetensors")
+        return candidate if candidate.is_file() else None
+    if spec.restorer_filename is None:
+        return None
+    path = _locate(spec, spec.restorer_filename, None, spec.restorer_sha256, download=False)
+    _verify(path, spec.restorer_sha256)
+    return path
+
+
+def load_restorer_for(name_or_path: str | Path | None, loaded: LoadedModel) -> IndexRestorer | None:
+    path = restorer_path(name_or_path)
+    return None if path is None else load_restorer(path, loaded.fingerprint)

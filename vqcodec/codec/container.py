@@ -1,11 +1,11 @@
 """The ``.vqc`` container, format version 1. The spec is ``docs/bitstream.md``; keep both in sync.
 
-All integers are little-endian. Layout::
+All integers are little-endian. A plain file (flags 0)::
 
     offset size field
     0      4    magic  b"\\x89VQC"
     4      1    format version (1)
-    5      1    flags (0; bits are reserved for packetized streams)
+    5      1    flags (bit 0: packetized)
     6      1    model id length N (1..64)
     7      N    model id, UTF-8
     7+N    8    weights fingerprint (first 8 bytes of SHA-256 over the model's tensors)
@@ -19,20 +19,40 @@ All integers are little-endian. Layout::
     +1     4    payload length P (u32)
     +4     P    payload: range-coded indices, row-major
     +P     4    CRC-32 of every byte before it
+
+A packetized file (flags bit 0) has the same fields up to the entropy-model id, then the packet
+count K (u16) and a CRC-32 of the header, then K packets that each decode on their own::
+
+    2  sync b"\\xa5\\x5a" · 2  packet number k (u16) · 2  payload length (u16)
+    L  payload: range-coded indices of the grid positions (r, c) with (r·A + c) mod K = k, row-major
+    4  CRC-32 of the packet's bytes, started from the header CRC (ties the packet to its file)
+
+A = max(1, round(0.382·K)), so no two 4-neighbours share a packet when K ≥ 3: a lost packet
+removes scattered indices that the restorer can infer from their surviving neighbours.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import BitstreamError, UnsupportedVersionError
 
 MAGIC = b"\x89VQC"
 VERSION = 1
 MAX_MODEL_ID = 64
+FLAG_PACKETIZED = 0x01
+KNOWN_FLAGS = FLAG_PACKETIZED
+MAX_PACKETS = 4096
+MAX_PACKET_PAYLOAD = 0xFFFF
+PACKET_SYNC = b"\xa5\x5a"
 _FIXED = struct.Struct("<8sIIIHHBBI")
+_FIXED_PACKETIZED = struct.Struct("<8sIIIHHBBH")  # … entropy id, packet count K
+_PACKET_HEAD = struct.Struct("<2sHH")
+PACKET_OVERHEAD = _PACKET_HEAD.size + 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,11 @@ class Header:
     factor: int
     entropy_model: int
     flags: int = 0
+    packets: int = 0  # K for packetized files, 0 otherwise
+
+    @property
+    def packetized(self) -> bool:
+        return bool(self.flags & FLAG_PACKETIZED)
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -67,6 +92,8 @@ class Header:
             raise BitstreamError("header grid size does not match the image size")
         if self.level < 1:
             raise BitstreamError("invalid level 0")
+        if self.packetized and not 1 <= self.packets <= min(MAX_PACKETS, self.grid_width * self.grid_height):
+            raise BitstreamError(f"invalid packet count {self.packets} for a {self.grid_width}x{self.grid_height} grid")
         if max_pixels is not None and self.width * self.height > max_pixels:
             raise BitstreamError(
                 f"header claims {self.width}x{self.height} = {self.width * self.height} pixels, more than the "
@@ -74,28 +101,90 @@ class Header:
             )
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    """Header + payload → a complete ``.vqc`` file."""
+def _header_bytes(header: Header, last_field: int) -> bytes:
     model_id = header.model_id.encode("utf-8")
     if not 1 <= len(model_id) <= MAX_MODEL_ID:
         raise ValueError(f"model id must be 1..{MAX_MODEL_ID} bytes of UTF-8")
     if len(header.fingerprint) != 8:
         raise ValueError("fingerprint must be 8 bytes")
-    body = (
+    fixed = _FIXED_PACKETIZED if header.packetized else _FIXED
+    return (
         MAGIC
         + bytes([VERSION, header.flags, len(model_id)])
         + model_id
-        + _FIXED.pack(
+        + fixed.pack(
             header.fingerprint, header.level, header.width, header.height, header.grid_width,
-            header.grid_height, header.factor, header.entropy_model, len(payload),
+            header.grid_height, header.factor, header.entropy_model, last_field,
         )
-        + payload
     )
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Header + payload → a complete plain ``.vqc`` file."""
+    if header.packetized:
+        raise ValueError("use pack_packets for a packetized header")
+    body = _header_bytes(header, len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def packet_assignment(grid_height: int, grid_width: int, packets: int) -> np.ndarray:
+    """Packet number of every grid position ``[h, w]``: ``(r·A + c) mod K`` with ``A = max(1, round(0.382·K))``."""
+    a = max(1, round(0.382 * packets))
+    rows = np.arange(grid_height)[:, None]
+    cols = np.arange(grid_width)[None, :]
+    return (rows * a + cols) % packets
+
+
+def pack_packets(header: Header, payloads: list[bytes]) -> bytes:
+    """Packetized header + one payload per packet (packet k's indices, see :func:`packet_assignment`)."""
+    if not header.packetized or header.packets != len(payloads):
+        raise ValueError("header must be packetized with one payload per packet")
+    head = _header_bytes(header, header.packets)
+    head_crc = zlib.crc32(head)
+    parts = [head, struct.pack("<I", head_crc)]
+    for k, payload in enumerate(payloads):
+        if len(payload) > MAX_PACKET_PAYLOAD:
+            raise ValueError(f"packet {k} holds {len(payload)} bytes, more than {MAX_PACKET_PAYLOAD}: use more packets")
+        body = _PACKET_HEAD.pack(PACKET_SYNC, k, len(payload)) + payload
+        parts += [body, struct.pack("<I", zlib.crc32(body, head_crc))]
+    return b"".join(parts)
+
+
+def split_packets(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A packetized file → (header bytes with CRC, packet byte strings): what a sender transmits."""
+    stream = read(data)
+    if not stream.header.packetized:
+        raise BitstreamError("not a packetized file")
+    head_len = stream.packet_offsets[0][0] if stream.packet_offsets else len(data)
+    return data[:head_len], [data[start:end] for start, end in stream.packet_offsets]
+
+
+@dataclass
+class Stream:
+    """A parsed file: the plain payload, or the packets that survived (by packet number)."""
+
+    header: Header
+    payload: bytes | None = None
+    packets: dict[int, bytes] = field(default_factory=dict)
+    damaged_bytes: int = 0  # bytes skipped while looking for valid packets
+    packet_offsets: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def lost_packets(self) -> list[int]:
+        return [k for k in range(self.header.packets) if k not in self.packets]
+
+
 def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, bytes]:
-    """A ``.vqc`` file → (header, payload), checking magic, version, sizes and CRC."""
+    """A plain ``.vqc`` file → (header, payload), checking magic, version, sizes and CRC."""
+    stream = read(data, max_pixels)
+    if stream.header.packetized:
+        raise BitstreamError("packetized file: read it with container.read")
+    return stream.header, stream.payload
+
+
+def read(data: bytes, max_pixels: int | None = None) -> Stream:
+    """Any ``.vqc`` file → :class:`Stream`. A plain file must be intact; a packetized one needs an
+    intact header, and every packet that fails its CRC or is missing is reported as lost."""
     data = bytes(data)
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a vqcodec file (bad magic bytes)")
@@ -108,18 +197,21 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, bytes]:
         )
     if version < 1:
         raise BitstreamError(f"invalid format version {version}")
-    if flags != 0:
-        raise BitstreamError(f"unsupported flags 0x{flags:02x} (packetized streams need a newer vqcodec)")
+    if flags & ~KNOWN_FLAGS:
+        raise BitstreamError(f"unsupported flags 0x{flags:02x} (written by a newer vqcodec?)")
     if not 1 <= id_len <= MAX_MODEL_ID:
         raise BitstreamError("invalid model id length")
     fixed_at = 7 + id_len
-    payload_at = fixed_at + _FIXED.size
+    packetized = bool(flags & FLAG_PACKETIZED)
+    payload_at = fixed_at + (_FIXED_PACKETIZED if packetized else _FIXED).size
     if len(data) < payload_at + 4:
         raise BitstreamError("truncated file: header incomplete")
     try:
         model_id = data[7:fixed_at].decode("utf-8")
     except UnicodeDecodeError:
         raise BitstreamError("corrupted header: model id is not UTF-8") from None
+    if packetized:
+        return _read_packets(data, fixed_at, model_id, flags, max_pixels)
     fp, level, width, height, gw, gh, factor, entropy_model, payload_len = _FIXED.unpack_from(data, fixed_at)
     expected = payload_at + payload_len + 4
     if len(data) < expected:
@@ -131,4 +223,50 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, bytes]:
         raise BitstreamError("corrupted file: CRC-32 mismatch")
     header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags)
     header.validate(max_pixels)
-    return header, data[payload_at : payload_at + payload_len]
+    return Stream(header, payload=data[payload_at : payload_at + payload_len])
+
+
+def _read_packets(data: bytes, fixed_at: int, model_id: str, flags: int, max_pixels: int | None) -> Stream:
+    head_end = fixed_at + _FIXED_PACKETIZED.size
+    (head_crc,) = struct.unpack_from("<I", data, head_end)
+    if zlib.crc32(data[:head_end]) != head_crc:
+        raise BitstreamError("corrupted header: CRC-32 mismatch (a packetized file cannot be decoded without its header)")
+    fp, level, width, height, gw, gh, factor, entropy_model, count = _FIXED_PACKETIZED.unpack_from(data, fixed_at)
+    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, count)
+    header.validate(max_pixels)
+    stream = Stream(header)
+    # Walk the packets; after damage, resynchronise on the next sync bytes whose packet checks out.
+    # CRC work is bounded so that a hostile file full of sync bytes cannot make this quadratic.
+    budget = 16 * len(data) + (1 << 20)
+    pos = head_end + 4
+    while pos < len(data):
+        span = _packet_span(data, pos, count)
+        if span is not None:
+            k, end = span
+            budget -= end - pos
+            if budget < 0:
+                stream.damaged_bytes += len(data) - pos
+                break
+            (crc,) = struct.unpack_from("<I", data, end - 4)
+            if zlib.crc32(data[pos : end - 4], head_crc) == crc:
+                if k not in stream.packets:
+                    stream.packets[k] = data[pos + _PACKET_HEAD.size : end - 4]
+                    stream.packet_offsets.append((pos, end))
+                pos = end
+                continue
+        next_sync = data.find(PACKET_SYNC, pos + 1)
+        end = len(data) if next_sync < 0 else next_sync
+        stream.damaged_bytes += end - pos
+        pos = end
+    return stream
+
+
+def _packet_span(data: bytes, pos: int, count: int) -> tuple[int, int] | None:
+    """(packet number, end offset) if the bytes at ``pos`` look like a packet header."""
+    if len(data) < pos + PACKET_OVERHEAD:
+        return None
+    sync, k, length = _PACKET_HEAD.unpack_from(data, pos)
+    end = pos + PACKET_OVERHEAD + length
+    if sync != PACKET_SYNC or k >= count or end > len(data):
+        return None
+    return k, end

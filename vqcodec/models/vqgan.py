@@ -156,10 +156,18 @@ class VQGAN(nn.Module):
         x = (x + 1) / 2 if self.config.backbone == "taming" else x
         return x.clamp(0, 1)
 
+    def encode_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image ``[B,3,H,W]`` in [0,1] → encoder output, before the 1×1 quant convolution."""
+        return self.encoder(self._to_model_range(x))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder output → pre-quantization latent ``[B,D,h,w]`` (the quant conv, l2-normalised if so configured)."""
+        z = self.quant_conv(features)
+        return F.normalize(z, dim=1) if self.config.l2_normalize else z
+
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``[B,3,H,W]`` in [0,1] (H, W multiples of 16) → pre-quantization ``[B,D,h,w]``."""
-        z = self.quant_conv(self.encoder(self._to_model_range(x)))
-        return F.normalize(z, dim=1) if self.config.l2_normalize else z
+        return self.project(self.encode_features(x))
 
     @staticmethod
     def nearest_code(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

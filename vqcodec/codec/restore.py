@@ -1,0 +1,56 @@
+"""Filling lost indices of a grid: the transformer restorer and two simple baselines.
+
+Every method takes ``indices [h,w]`` (values at lost positions are ignored) and ``known [h,w]``
+(bool) and returns a full grid whose known positions are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..models.restorer import IndexRestorer
+
+METHODS = ("transformer", "neighbour", "fixed")
+
+
+def restore_fixed(indices: torch.Tensor, known: torch.Tensor, code: int) -> torch.Tensor:
+    """Baseline (a): every lost index becomes one fixed code (the level's most probable one)."""
+    return torch.where(known, indices, torch.full_like(indices, code))
+
+
+def restore_neighbour(indices: torch.Tensor, known: torch.Tensor, fallback: int) -> torch.Tensor:
+    """Baseline (b): every lost index copies the code of its nearest surviving neighbour
+    (Euclidean distance on the grid, scipy's exact distance transform); ``fallback`` if none survive."""
+    from scipy.ndimage import distance_transform_edt
+
+    have = known.numpy()
+    if not have.any():
+        return torch.full_like(indices, fallback)
+    _, (rows, cols) = distance_transform_edt(~have, return_distances=True, return_indices=True)
+    return torch.from_numpy(indices.numpy()[rows, cols])
+
+
+@torch.inference_mode()
+def restore_transformer(
+    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = 4
+) -> torch.Tensor:
+    """MaskGIT-style filling: each step predicts every lost index and keeps the most confident
+    ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic."""
+    device = codebook.device
+    idx = indices.to(device).clone()[None]
+    have = known.to(device).clone()[None]
+    lost = int((~have).sum())
+    for step in range(steps):
+        if not (~have).any():
+            break
+        logits = model(idx.clamp(0, codebook.shape[0] - 1), have, codebook)
+        confidence, prediction = logits.float().softmax(-1).max(-1)
+        confidence = confidence.masked_fill(have, -1.0)
+        remaining = math.floor(lost * math.cos(math.pi / 2 * (step + 1) / steps)) if step < steps - 1 else 0
+        take = int((~have).sum()) - remaining
+        chosen = confidence.flatten().topk(take).indices
+        idx.view(-1)[chosen] = prediction.view(-1)[chosen]
+        have.view(-1)[chosen] = True
+    return idx[0].cpu()
