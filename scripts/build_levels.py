@@ -5,8 +5,8 @@
 2. K-means (scikit-learn) of the full codebook into each level size, codes weighted by usage.
 3. Optionally fine-tune each level (``--finetune-steps``): its codebook and the 1x1 quant convs with
    the VQGAN loss, encoder and decoder frozen; for the levels in ``--decoder-levels`` also a
-   variant that tunes the decoder, kept only if it is better on held-out training photos in both
-   PSNR and LPIPS-Squeeze. Before/after numbers go to ``<out>.levels.json``.
+   variant that tunes the decoder. A variant replaces the K-means level only if it is better on
+   held-out training photos in both PSNR and LPIPS-Squeeze. Numbers go to ``<out>.levels.json``.
 4. Encode the photos again at every level and store the index histograms as integer priors.
 
 Example:
@@ -64,25 +64,18 @@ def finetune_levels(model, args, tuning_files: list[Path], holdout: list[Path]) 
     held_out = [image_to_tensor(_square_crop(load_image(p), 256, model.config.downsampling)) for p in holdout]
     report = {}
     for level in tqdm(sorted(model.level_codebooks, reverse=True), desc="fine-tuning", unit="level"):
-        kmeans = (model.codebook(level).clone(), {})
-        entry = {"kmeans": level_quality(model, level, held_out, criterion.perceptual)}
-        model.add_level(*finetune_level(model, level, batches, args.finetune_steps, criterion))
-        entry["tuned"] = level_quality(model, level, held_out, criterion.perceptual)
-        choice = "tuned"
-        if level in args.decoder_levels:
-            tuned = (model.codebook(level).clone(), model.level_overrides[level])
-            model.add_level(*kmeans)
-            model.add_level(*finetune_level(model, level, batches, args.finetune_steps, criterion, tune_decoder=True))
-            entry["tuned_decoder"] = level_quality(model, level, held_out, criterion.perceptual)
-            better = all((
-                entry["tuned_decoder"]["psnr"] > entry["tuned"]["psnr"],
-                entry["tuned_decoder"]["lpips_sq"] < entry["tuned"]["lpips_sq"],
-            ))
-            if better:
-                choice = "tuned_decoder"
-            else:
-                model.add_level(*tuned)
-        entry["kept"] = choice
+        kept = (model.codebook(level).clone(), {})
+        entry = {"kmeans": level_quality(model, level, held_out, criterion.perceptual), "kept": "kmeans"}
+        variants = [("tuned", False)] + ([("tuned_decoder", True)] if level in args.decoder_levels else [])
+        for name, tune_decoder in variants:
+            model.add_level(*kept)
+            model.add_level(*finetune_level(model, level, batches, args.finetune_steps, criterion, tune_decoder=tune_decoder))
+            entry[name] = level_quality(model, level, held_out, criterion.perceptual)
+            best = entry[entry["kept"]]
+            if entry[name]["psnr"] > best["psnr"] and entry[name]["lpips_sq"] < best["lpips_sq"]:
+                entry["kept"] = name
+                kept = (model.codebook(level).clone(), model.level_overrides[level])
+        model.add_level(*kept)
         report[level] = entry
         logging.info("level %d held-out: %s", level, json.dumps(entry))
     return report

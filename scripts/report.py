@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +26,8 @@ sys.path.insert(0, str(ROOT / "scripts"))  # importable by name, so evaluate's w
 
 import evaluate  # noqa: E402
 import plot_rd  # noqa: E402
+
+from vqcodec.evaluation.readme import replace_block  # noqa: E402
 
 
 def table(summary: list[dict]) -> str:
@@ -83,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if sheet.exists():
         shutil.copy(sheet, img / f"sheet_{args.name}.png")
         block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
-    text = readme.read_text()
-    start, end = f"<!-- results:{args.name} -->", f"<!-- /results:{args.name} -->"
-    if start not in text:
-        text += f"\n{start}\n{end}\n"
-    text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{block}{end}", text, flags=re.S)
-    readme.write_text(text)
+    replace_block(readme, args.name, block)
     print(f"updated {readme} ({args.name})")
     return 0
 

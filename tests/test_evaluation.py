@@ -95,3 +95,42 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
     assert len(list(csv.DictReader(open(out / "per_image.csv")))) == len(rows)
     assert _script("plot_rd").main(["--results", str(out)]) == 0
     assert (out / "rd.png").stat().st_size > 10_000 and (out / "rd.svg").exists()
+
+
+def test_evaluate_loss_script_end_to_end(tmp_path):
+    try:
+        squeezenet_backbone_path()
+    except FileNotFoundError:
+        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+    from conftest import skewed_priors, tiny_model
+
+    from vqcodec.models.restorer import IndexRestorer, RestorerConfig
+    from vqcodec.weights import load_model, save_model, save_restorer
+
+    model = tiny_model()
+    model_path = tmp_path / "m.safetensors"
+    save_model(model_path, model, skewed_priors(model))
+    restorer = IndexRestorer(RestorerConfig(code_dim=4, width=16, depth=1, heads=2))
+    save_restorer(tmp_path / "m.restorer.safetensors", restorer, load_model(model_path).fingerprint)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _photo(176, 168, i).save(data / f"img{i}.png")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:loss -->\nold\n<!-- /results:loss -->\n")
+    out = tmp_path / "loss"
+    args = ["--data", str(data), "--out", str(out), "--model", str(model_path), "--levels", "16", "4",
+            "--rates", "0", "0.2", "0.5", "--seeds", "0", "--figure-image", "img1.png", "--readme", str(readme)]
+    assert _script("evaluate_loss").main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(e["level"], e["rate"], e["method"]) for e in summary} == {
+        (level, rate, m) for level in (16, 4) for rate, m in [(0.0, "none")] + [(r, m) for r in (0.2, 0.5) for m in
+                                                                            ("transformer", "neighbour", "fixed")]}
+    lossy = [e for e in summary if e["method"] == "neighbour" and e["rate"] == 0.5]
+    assert all(e["lpips_squeeze_vs_lossless"] > 0 for e in lossy)
+    assert (out / "quality_vs_loss.png").exists() and (out / "restored_img1_L16.png").exists()
+    text = readme.read_text()
+    assert "old" not in text and "| 16 | 20% |" in text and "quality_vs_loss.png" in text
+    rows = (out / "per_image.csv").read_text().count("\n")
+    assert _script("evaluate_loss").main(args) == 0  # resumed: nothing recomputed
+    assert (out / "per_image.csv").read_text().count("\n") == rows

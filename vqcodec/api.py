@@ -30,5 +30,7 @@ def encode(
 def decode(data: bytes, model: str | Path | None = None, device: str = "auto", **options) -> Image.Image:
     """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given.
     Lost packets are restored; ``options`` as :meth:`Codec.decode_with_report`."""
-    header = read(data).header
-    return _codec(str(model or header.model_id), device).decode(data, **options)
+    from .registry import model_named_by_file
+
+    name = str(model) if model else model_named_by_file(read(data).header.model_id)
+    return _codec(name, device).decode(data, **options)

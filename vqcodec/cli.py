@@ -138,7 +138,7 @@ def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
     cache: dict[str, Codec] = {}
 
     def get(model: str | None) -> Codec:
-        key = args.model or model or registry.DEFAULT_MODEL
+        key = args.model or (registry.model_named_by_file(model) if model else registry.DEFAULT_MODEL)
         if key not in cache:
             cache[key] = Codec.from_pretrained(key, weights=args.weights, device=args.device, max_pixels=args.max_pixels)
         return cache[key]

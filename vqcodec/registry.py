@@ -50,7 +50,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="vqcodec-f16",
             format="vqcodec",
             filename="vqcodec-f16.safetensors",
-            sha256="b4eaa22c13312cfba51aa5ed9d40b4d323e61e5b6600c85b0663cddcffa6faea",
+            sha256="f8acd4e9eafbd3a77d3459ab4b0b2716c36b8f41d90d0c11759fd44979dfa9a9",
             description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
         ),
         ModelSpec(
@@ -77,6 +77,19 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "vqcodec-f16"
+
+
+def model_named_by_file(model_id: str) -> str:
+    """The model a ``.vqc`` file names, if it is registered. A file never chooses a local path:
+    that would let a stranger's file make the decoder load weights from the working directory."""
+    from .errors import ModelMismatchError
+
+    if model_id not in REGISTRY:
+        raise ModelMismatchError(
+            f"the file was encoded with model {model_id!r}, which is not registered; "
+            "pass the model file explicitly (--model PATH, or model=PATH) if you have it"
+        )
+    return model_id
 
 
 def cache_dir() -> Path:

@@ -58,11 +58,12 @@ def load_taming(ckpt: str | Path, config: str | Path | None = None, name: str | 
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
         raise WeightsError(f"{ckpt}: no state_dict in checkpoint")
-    state = {k: v for k, v in state.items() if not k.startswith("loss.")}
-    model = VQGAN(cfg)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if not k.startswith("loss.")}
+        with torch.device("meta"):  # no memory until the checkpoint's tensors are in: a config cannot ask for gigabytes
+            model = VQGAN(cfg)
+        model.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as exc:
         raise WeightsError(f"{ckpt}: weights do not match {config_path}: {str(exc).splitlines()[0]}") from None
     model.eval()
     return LoadedModel(model, {}, fingerprint(model.state_dict()))

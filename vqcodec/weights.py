@@ -7,6 +7,10 @@ Layout of a vqcodec ``.safetensors`` file:
 - ``level.<S>.codebook``: the K-means codebook of size S; ``level.<S>.override.<key>``: parameters
   fine-tuned for that level
 - ``prior.<S>``: int32 symbol frequencies of level S (the static entropy model)
+
+A restorer file (the index transformer of :mod:`vqcodec.models.restorer`) holds its state dict
+with metadata ``vqcodec_restorer_config`` and ``vqcodec_model_fingerprint``: the hex fingerprint of
+the model whose codebooks it was trained on.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from .entropy import StaticPrior
 from .errors import WeightsError
 from .fileio import atomic_write
 from .models import VQGAN, ModelConfig
+from .models.restorer import IndexRestorer, RestorerConfig
 
 FORMAT = "1"
 
@@ -81,23 +87,82 @@ def load_model(path: str | Path) -> LoadedModel:
         raise WeightsError(f"{path} is not a vqcodec model file (no vqcodec metadata)")
     try:
         config = ModelConfig.from_json(meta["vqcodec_config"])
-        model = VQGAN(config)
+        with torch.device("meta"):  # no memory until the file's tensors are in: a config cannot ask for gigabytes
+            model = VQGAN(config)
         state = {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not match their config: {exc}") from None
-    priors: dict[int, torch.Tensor] = {}
-    for key, value in tensors.items():
-        parts = key.split(".")
-        if parts[0] == "level" and parts[2] == "codebook":
-            size = int(parts[1])
-            overrides = {
-                k[len(f"level.{size}.override."):]: v.float()
-                for k, v in tensors.items()
-                if k.startswith(f"level.{size}.override.")
-            }
-            model.add_level(value.float(), overrides)
-        elif parts[0] == "prior":
-            priors[int(parts[1])] = value.long()
+    try:
+        priors = _add_levels(model, tensors)
+    except ValueError as exc:
+        raise WeightsError(f"{path}: invalid level tables: {exc}") from None
     model.eval()
     return LoadedModel(model, priors, fingerprint(tensors))
+
+
+def _add_levels(model: VQGAN, tensors: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Add the file's levels to ``model`` and return its priors, refusing what decoding would trip on later."""
+    base = model.state_dict()
+    priors: dict[int, torch.Tensor] = {}
+    for key, value in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "level":
+            size, _, what = rest.partition(".")
+            if what == "codebook":
+                if value.ndim != 2 or str(value.shape[0]) != size:
+                    raise ValueError(f"{key} has shape {tuple(value.shape)}")
+                prefix = f"level.{size}.override."
+                overrides = {k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+                for name, v in overrides.items():
+                    if name not in base or base[name].shape != v.shape:
+                        raise ValueError(f"{prefix}{name} matches no model parameter of shape {tuple(v.shape)}")
+                model.add_level(value.float(), overrides)
+            elif not what.startswith("override."):
+                raise ValueError(f"unexpected tensor {key!r}")
+        elif kind == "prior":
+            priors[int(rest)] = value.long()
+        elif kind != "model":
+            raise ValueError(f"unexpected tensor {key!r}")
+    for size, freq in priors.items():
+        if size not in model.levels or freq.shape != (size,):
+            raise ValueError(f"prior.{size} has {tuple(freq.shape)} entries but the model has no level of that size")
+        StaticPrior(freq.numpy())  # raises ValueError unless the frequencies are valid
+    return priors
+
+
+def save_restorer(path: str | Path, restorer: IndexRestorer, model_fingerprint: bytes) -> None:
+    """Write a restorer (fp16) bound to the fingerprint of its model, atomically."""
+    tensors = {k: v.detach().cpu().contiguous().half() for k, v in restorer.state_dict().items()}
+    metadata = {
+        "vqcodec_format": FORMAT,
+        "vqcodec_restorer_config": restorer.config.to_json(),
+        "vqcodec_model_fingerprint": model_fingerprint.hex(),
+    }
+    atomic_write(path, save(tensors, metadata=metadata), force=True)
+
+
+def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> IndexRestorer:
+    """Load a restorer; refuse one trained for other weights than ``model_fingerprint``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"restorer file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+    if "vqcodec_restorer_config" not in meta:
+        raise WeightsError(f"{path} is not a vqcodec restorer file (no vqcodec_restorer_config metadata)")
+    if model_fingerprint is not None and meta.get("vqcodec_model_fingerprint") != model_fingerprint.hex():
+        raise WeightsError(
+            f"{path} was trained for model weights {meta.get('vqcodec_model_fingerprint')}, "
+            f"not the loaded ones ({model_fingerprint.hex()}); retrain it with scripts/train_restorer.py"
+        )
+    try:
+        restorer = IndexRestorer(RestorerConfig.from_json(meta["vqcodec_restorer_config"]))
+        restorer.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise WeightsError(f"{path}: weights do not match their config: {exc}") from None
+    return restorer.eval()

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .. import registry
 from ..entropy import STATIC_PRIOR, UNIFORM, StaticPrior, decode_symbols, encode_symbols
-from ..errors import BitstreamError, ModelMismatchError, VQCodecError
+from ..errors import BitstreamError, ImageError, ModelMismatchError, VQCodecError
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
 from . import channel, container
@@ -163,8 +163,15 @@ class Codec:
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise VQCodecError(f"expected an RGB uint8 array [H,W,3], got {arr.dtype} {arr.shape}")
         height, width = arr.shape[:2]
-        if height * width > self.max_pixels:
-            raise VQCodecError(f"{width}x{height} image exceeds the limit of {self.max_pixels} pixels")
+        grid_h, grid_w = -(-height // self.factor), -(-width // self.factor)
+        if grid_h * grid_w * self.factor**2 > self.max_pixels:
+            raise ImageError(
+                f"{width}x{height} image ({grid_w * self.factor}x{grid_h * self.factor} once padded to the model's "
+                f"{self.factor}-pixel grid) exceeds the limit of {self.max_pixels} pixels"
+            )
+        if max(grid_h, grid_w) > container.MAX_GRID_SIDE:
+            raise ImageError(f"{width}x{height} image: a side longer than {container.MAX_GRID_SIDE * self.factor} pixels "
+                             "does not fit the format")
         x = image_to_tensor(arr)
         indices = self.encode_indices(x, level)[0]
         entropy_id, prior = self.prior(level)

@@ -47,6 +47,7 @@ MAX_MODEL_ID = 64
 FLAG_PACKETIZED = 0x01
 KNOWN_FLAGS = FLAG_PACKETIZED
 MAX_PACKETS = 4096
+MAX_GRID_SIDE = 0xFFFF  # u16 grid fields
 MAX_PACKET_PAYLOAD = 0xFFFF
 PACKET_SYNC = b"\xa5\x5a"
 _FIXED = struct.Struct("<8sIIIHHBBI")
@@ -94,10 +95,11 @@ class Header:
             raise BitstreamError("invalid level 0")
         if self.packetized and not 1 <= self.packets <= min(MAX_PACKETS, self.grid_width * self.grid_height):
             raise BitstreamError(f"invalid packet count {self.packets} for a {self.grid_width}x{self.grid_height} grid")
-        if max_pixels is not None and self.width * self.height > max_pixels:
+        padded = self.grid_width * self.grid_height * self.factor**2
+        if max_pixels is not None and padded > max_pixels:
             raise BitstreamError(
-                f"header claims {self.width}x{self.height} = {self.width * self.height} pixels, more than the "
-                f"limit of {max_pixels} (raise it with --max-pixels if you trust this file)"
+                f"header claims {self.width}x{self.height} pixels ({padded} once padded to the {self.factor}-pixel grid), "
+                f"more than the limit of {max_pixels} (raise it with --max-pixels if you trust this file)"
             )
 
 
