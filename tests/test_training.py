@@ -106,3 +106,24 @@ def test_distributed_training_two_cpu_processes(tmp_path, photo_dir):
     records = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert records == [{"world": 2, "step": 4}] * 2
     assert sorted(p.name for p in out.glob("*.pt")) == ["last.pt"]
+
+
+def test_checkpoint_pieces_round_trip_and_damage(tmp_path):
+    from vqcodec.training.pieces import join_pieces, split_file
+
+    original = tmp_path / "last.pt"
+    original.write_bytes(np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes())
+    manifest = split_file(original, tmp_path / "out", max_bytes=3000)
+    pieces = sorted((tmp_path / "out").glob("last.pt.part*"))
+    assert len(pieces) == 4 and max(p.stat().st_size for p in pieces) <= 3000
+    assert join_pieces(manifest, tmp_path / "joined.pt").read_bytes() == original.read_bytes()
+    pieces[1].write_bytes(b"x" + pieces[1].read_bytes()[1:])
+    with pytest.raises(ValueError, match="part001"):
+        join_pieces(manifest, tmp_path / "again.pt")
+
+
+def test_gpu_shard_respects_its_budget(tmp_path, photo_dir):
+    shard = load_script("gpu_kit")
+    count, used = shard.make_shard(str(photo_dir), str(tmp_path / "shard"), budget_mb=0.004, quality=90, seed=0)
+    files = list((tmp_path / "shard").glob("*.jpg"))
+    assert 0 < count == len(files) < 4 and used == sum(f.stat().st_size for f in files) <= 0.004 * 2**20
