@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["vqcodec", "vqcodec.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",  # torch.load(weights_only=True) is only safe from 2.6 (CVE-2025-32434)
         "numpy",
         "Pillow>=10",
         "safetensors>=0.4",

@@ -82,3 +82,36 @@ def test_identical_within_one_process_whatever_the_thread_count(tiny_model_path,
                 assert np.array_equal(np.asarray(codec.decode(data)), decoded[level])
     finally:
         torch.set_num_threads(1)
+
+
+KODAK23 = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
+
+SHIPPED_WORKER = """
+import sys
+import numpy as np
+import torch
+from vqcodec import Codec
+torch.set_num_threads(int(sys.argv[1]))
+codec = Codec.from_pretrained(device="cpu")
+data = open(sys.argv[2], "rb").read()
+np.save(sys.argv[3], np.asarray(codec.decode(data)))
+"""
+
+
+@pytest.mark.skipif(not KODAK23.exists(), reason="../shared/data/kodak not present")
+def test_shipped_model_decodes_identical_pixels_at_1_2_4_threads(tmp_path):
+    """The real model reaches the CPU kernels whose single-threaded rounding differs (a 256x256 crop
+    of kodim23 at level 1024 flips a pixel without the multi-threaded-kernel rule); tiny models do not."""
+    codec = Codec.from_pretrained(device="cpu")
+    crop = np.asarray(Image.open(KODAK23).convert("RGB"))[:256, :256]
+    vqc = tmp_path / "crop.vqc"
+    vqc.write_bytes(codec.encode(crop, level=1024))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    pixels = {}
+    for threads in THREADS:
+        out = tmp_path / f"{threads}.npy"
+        result = subprocess.run([sys.executable, "-c", SHIPPED_WORKER, str(threads), str(vqc), str(out)],
+                                env={**env, "OMP_NUM_THREADS": str(threads)}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        pixels[threads] = np.load(out)
+    assert np.array_equal(pixels[1], pixels[2]) and np.array_equal(pixels[2], pixels[4])

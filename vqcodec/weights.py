@@ -161,8 +161,9 @@ def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> I
             f"not the loaded ones ({model_fingerprint.hex()}); retrain it with scripts/train_restorer.py"
         )
     try:
-        restorer = IndexRestorer(RestorerConfig.from_json(meta["vqcodec_restorer_config"]))
-        restorer.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        with torch.device("meta"):  # memory comes from the file, not from what its config asks for
+            restorer = IndexRestorer(RestorerConfig.from_json(meta["vqcodec_restorer_config"]))
+        restorer.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True, assign=True)
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not match their config: {exc}") from None
     return restorer.eval()

@@ -11,6 +11,7 @@ arrive can be decoded; lost indices are then restored (:mod:`.restore`) before t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -54,6 +55,22 @@ class DecodeReport:
     indices_lost: int = 0
     restored_with: str | None = None
     damaged_bytes: int = 0
+
+
+@contextlib.contextmanager
+def _multithreaded_kernels(device: torch.device):
+    """PyTorch's single-threaded CPU convolutions round differently (about 1e-6) from its
+    multi-threaded ones, which agree with each other: enough to flip a decoded pixel. Running the
+    network with at least two intra-op threads makes every thread count give the same pixels."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads >= 2:
+        yield
+        return
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Codec:
@@ -135,7 +152,8 @@ class Codec:
         x = images.to(self.device, torch.float32)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.model.encode_indices(x, level).cpu()
+        with _multithreaded_kernels(self.device):
+            return self.model.encode_indices(x, level).cpu()
 
     @torch.inference_mode()
     def decode_indices(self, indices: torch.Tensor, level: int | None = None) -> torch.Tensor:
@@ -143,7 +161,8 @@ class Codec:
         level = self._level(level)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= level):
             raise ValueError(f"indices must lie in [0, {level})")
-        return self.model.decode_indices(indices.to(self.device), level).float().cpu()
+        with _multithreaded_kernels(self.device):
+            return self.model.decode_indices(indices.to(self.device), level).float().cpu()
 
     # -- bytes --------------------------------------------------------------------------------
     def encode(
