@@ -66,7 +66,8 @@ _state: dict = {}
 def _init(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, args.threads // max(1, args.workers)))
     _state["args"] = args
-    _state["codec"] = Codec.from_pretrained(args.model, device=args.device)
+    # one thread per worker: pixels may differ from a multi-threaded decode in the last bit, see Codec
+    _state["codec"] = Codec.from_pretrained(args.model, device=args.device, min_threads=torch.get_num_threads())
     _state["lpips"] = lpips_squeeze(args.lpips_backbone)
     _state["features"] = squeezenet_features(args.lpips_backbone)
     _state["extra_lpips"] = {f"lpips_{net}": lpips_with_backbone(net, path)

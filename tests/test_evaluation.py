@@ -126,8 +126,9 @@ def test_evaluate_loss_script_end_to_end(tmp_path):
     assert {(e["level"], e["rate"], e["method"]) for e in summary} == {
         (level, rate, m) for level in (16, 4) for rate, m in [(0.0, "none")] + [(r, m) for r in (0.2, 0.5) for m in
                                                                             ("transformer", "neighbour", "fixed")]}
-    lossy = [e for e in summary if e["method"] == "neighbour" and e["rate"] == 0.5]
-    assert all(e["lpips_squeeze_vs_lossless"] > 0 for e in lossy)
+    with open(out / "per_image.csv", newline="") as f:
+        lost = {(r["rate"], int(r["lost"])) for r in csv.DictReader(f)}
+    assert lost == {("0.0", 0), ("0.2", round(0.2 * 121)), ("0.5", round(0.5 * 121))}  # 176x168 px = 11x11 indices
     assert (out / "quality_vs_loss.png").exists() and (out / "restored_img1_L16.png").exists()
     text = readme.read_text()
     assert "old" not in text and "| 16 | 20% |" in text and "quality_vs_loss.png" in text

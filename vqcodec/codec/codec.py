@@ -58,15 +58,15 @@ class DecodeReport:
 
 
 @contextlib.contextmanager
-def _multithreaded_kernels(device: torch.device):
+def _at_least_threads(device: torch.device, minimum: int):
     """PyTorch's single-threaded CPU convolutions round differently (about 1e-6) from its
     multi-threaded ones, which agree with each other: enough to flip a decoded pixel. Running the
     network with at least two intra-op threads makes every thread count give the same pixels."""
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads >= 2:
+    if device.type != "cpu" or threads >= minimum:
         yield
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(minimum)
     try:
         yield
     finally:
@@ -83,8 +83,12 @@ class Codec:
         device: str | torch.device = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         restorer: IndexRestorer | None = None,
+        min_threads: int = 2,
     ) -> None:
+        """``min_threads``: CPU intra-op threads the network runs with at least; 2 (the default)
+        gives the same pixels at every thread count, 1 suits single-threaded worker pools."""
         self.device = resolve_device(device)
+        self.min_threads = min_threads
         self.model = loaded.model.to(self.device).eval()
         self.priors = {size: StaticPrior(freq.numpy().astype(np.int64)) for size, freq in loaded.priors.items()}
         self.fingerprint = loaded.fingerprint
@@ -100,6 +104,7 @@ class Codec:
         device: str | torch.device = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         restorer: str | Path | bool = True,
+        min_threads: int = 2,
     ) -> Codec:
         """A registered model name (default ``vqcodec-f16``), a ``.safetensors`` or a taming ``.ckpt``.
 
@@ -115,7 +120,7 @@ class Codec:
             from ..weights import load_restorer
 
             net = load_restorer(restorer, loaded.fingerprint)
-        return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net)
+        return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net, min_threads=min_threads)
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -152,7 +157,7 @@ class Codec:
         x = images.to(self.device, torch.float32)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        with _multithreaded_kernels(self.device):
+        with _at_least_threads(self.device, self.min_threads):
             return self.model.encode_indices(x, level).cpu()
 
     @torch.inference_mode()
@@ -161,7 +166,7 @@ class Codec:
         level = self._level(level)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= level):
             raise ValueError(f"indices must lie in [0, {level})")
-        with _multithreaded_kernels(self.device):
+        with _at_least_threads(self.device, self.min_threads):
             return self.model.decode_indices(indices.to(self.device), level).float().cpu()
 
     # -- bytes --------------------------------------------------------------------------------
