@@ -48,12 +48,36 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
-@pytest.fixture
-def tiny_model_path(tmp_path: Path) -> Path:
+def save_tiny_model(path: Path) -> Path:
+    """Write the default tiny model with skewed priors to ``path``."""
     model = tiny_model()
-    path = tmp_path / "tiny.safetensors"
     save_model(path, model, skewed_priors(model))
     return path
+
+
+def require_squeezenet() -> None:
+    """Skip the calling test when the LPIPS-Squeeze backbone (../shared/weights) is absent."""
+    from vqcodec.metrics import squeezenet_backbone_path
+
+    try:
+        squeezenet_backbone_path()
+    except FileNotFoundError:
+        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path: Path) -> Path:
+    return save_tiny_model(tmp_path / "tiny.safetensors")
 
 
 @pytest.fixture

@@ -1,26 +1,17 @@
 """Evaluation pieces: classical codecs at matched bpp, and the evaluate/plot scripts end to end."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script, require_squeezenet, save_tiny_model
 from PIL import Image
 
 from vqcodec.evaluation.classical import Trials, available_codecs
-from vqcodec.metrics import fid, inception_features, squeezenet_backbone_path
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from vqcodec.metrics import fid, inception_features
 
 
 def _photo(w: int, h: int, seed: int) -> Image.Image:
@@ -66,10 +57,7 @@ def test_fid_needs_and_loads_user_weights(tmp_path):
 
 
 def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
-    try:
-        squeezenet_backbone_path()
-    except FileNotFoundError:
-        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+    require_squeezenet()
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
@@ -77,7 +65,7 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
     out = tmp_path / "results"
     argv = ["--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--levels", "64", "16",
             "--codecs", "jpeg,webp", "--workers", "1", "--threads", "1"]
-    evaluate = _script("evaluate")
+    evaluate = load_script("evaluate")
     assert evaluate.main(argv) == 0
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert len(rows) == 2 * 2 * (1 + 4)
@@ -93,23 +81,16 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
     assert len(vq) == 2 and all(np.isfinite(e["kid_squeeze"]) for e in vq)
     assert evaluate.main(argv) == 0  # resumed: nothing left to do
     assert len(list(csv.DictReader(open(out / "per_image.csv")))) == len(rows)
-    assert _script("plot_rd").main(["--results", str(out)]) == 0
+    assert load_script("plot_rd").main(["--results", str(out)]) == 0
     assert (out / "rd.png").stat().st_size > 10_000 and (out / "rd.svg").exists()
 
 
 def test_evaluate_loss_script_end_to_end(tmp_path):
-    try:
-        squeezenet_backbone_path()
-    except FileNotFoundError:
-        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
-    from conftest import skewed_priors, tiny_model
-
+    require_squeezenet()
     from vqcodec.models.restorer import IndexRestorer, RestorerConfig
-    from vqcodec.weights import load_model, save_model, save_restorer
+    from vqcodec.weights import load_model, save_restorer
 
-    model = tiny_model()
-    model_path = tmp_path / "m.safetensors"
-    save_model(model_path, model, skewed_priors(model))
+    model_path = save_tiny_model(tmp_path / "m.safetensors")
     restorer = IndexRestorer(RestorerConfig(code_dim=4, width=16, depth=1, heads=2))
     save_restorer(tmp_path / "m.restorer.safetensors", restorer, load_model(model_path).fingerprint)
     data = tmp_path / "data"
@@ -121,7 +102,7 @@ def test_evaluate_loss_script_end_to_end(tmp_path):
     out = tmp_path / "loss"
     args = ["--data", str(data), "--out", str(out), "--model", str(model_path), "--levels", "16", "4",
             "--rates", "0", "0.2", "0.5", "--seeds", "0", "--figure-image", "img1.png", "--readme", str(readme)]
-    assert _script("evaluate_loss").main(args) == 0
+    assert load_script("evaluate_loss").main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {(e["level"], e["rate"], e["method"]) for e in summary} == {
         (level, rate, m) for level in (16, 4) for rate, m in [(0.0, "none")] + [(r, m) for r in (0.2, 0.5) for m in
@@ -133,5 +114,5 @@ def test_evaluate_loss_script_end_to_end(tmp_path):
     text = readme.read_text()
     assert "old" not in text and "| 16 | 20% |" in text and "quality_vs_loss.png" in text
     rows = (out / "per_image.csv").read_text().count("\n")
-    assert _script("evaluate_loss").main(args) == 0  # resumed: nothing recomputed
+    assert load_script("evaluate_loss").main(args) == 0  # resumed: nothing recomputed
     assert (out / "per_image.csv").read_text().count("\n") == rows

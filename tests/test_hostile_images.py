@@ -13,23 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import skewed_priors, tiny_model
+from conftest import save_tiny_model
 from PIL import Image
 
 from vqcodec import Codec
 from vqcodec.codec.image_io import ImageWarning, load_image
 from vqcodec.errors import ImageError
-from vqcodec.weights import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    model = tiny_model()
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_model(path, model, skewed_priors(model))
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

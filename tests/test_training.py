@@ -1,6 +1,5 @@
 """The training loop and level building on a tiny model and a few generated photos."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,22 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import load_script, require_squeezenet, tiny_config
 from PIL import Image
 
 from vqcodec import Codec
-from vqcodec.metrics import squeezenet_backbone_path
 from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts
 from vqcodec.training.losses import LossConfig
 from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train
 from vqcodec.weights import save_model
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -41,10 +32,7 @@ def photo_dir(tmp_path):
 
 
 def test_train_resume_export_and_levels(tmp_path, photo_dir):
-    try:
-        squeezenet_backbone_path()
-    except FileNotFoundError:
-        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+    require_squeezenet()
     cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=4, batch_size=2, crop=32,
                       restart_every=2, checkpoint_every=2, sample_every=2, kmeans_samples=64, loss=LossConfig(disc_start=2))
     model_cfg = tiny_config()
@@ -91,10 +79,7 @@ def test_train_resume_export_and_levels(tmp_path, photo_dir):
 
 def test_distributed_training_two_cpu_processes(tmp_path, photo_dir):
     """torchrun with 2 processes on the gloo backend trains and checkpoints once, from rank 0."""
-    try:
-        squeezenet_backbone_path()
-    except FileNotFoundError:
-        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
+    require_squeezenet()
     out = tmp_path / "ddp"
     worker = Path(__file__).resolve().parent / "helpers" / "ddp_train.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import skewed_priors, tiny_model
+from conftest import save_tiny_model, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_registry import write_taming_checkpoint
@@ -18,17 +18,14 @@ from test_registry import write_taming_checkpoint
 from vqcodec import Codec, registry
 from vqcodec.errors import WeightsError
 from vqcodec.taming_checkpoint import load_taming
-from vqcodec.weights import load_model, save_model
+from vqcodec.weights import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    model = tiny_model()
-    path = tmp_path_factory.mktemp("good") / "tiny.safetensors"
-    save_model(path, model, skewed_priors(model))
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("good") / "tiny.safetensors")
 
 
 def _rewrite(good: Path, out: Path, tensors=None, config=None) -> Path:

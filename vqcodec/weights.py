@@ -63,6 +63,18 @@ def save_model(path: str | Path, model: VQGAN, priors: dict[int, torch.Tensor] |
     atomic_write(path, data, force=True)
 
 
+def _read_safetensors(path: Path, kind: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file; a missing or unreadable one raises :class:`WeightsError`."""
+    if not path.is_file():
+        raise WeightsError(f"{kind} file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
 class LoadedModel:
     """A model, its entropy priors per level, and the fingerprint of the file's tensors."""
 
@@ -75,14 +87,7 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """Load a vqcodec safetensors model; a missing, corrupt or foreign file raises :class:`WeightsError`."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+    meta, tensors = _read_safetensors(path, "model")
     if meta.get("vqcodec_format") != FORMAT or "vqcodec_config" not in meta:
         raise WeightsError(f"{path} is not a vqcodec model file (no vqcodec metadata)")
     try:
@@ -145,14 +150,7 @@ def save_restorer(path: str | Path, restorer: IndexRestorer, model_fingerprint: 
 def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> IndexRestorer:
     """Load a restorer; refuse one trained for other weights than ``model_fingerprint``."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"restorer file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path} is not a readable safetensors file: {exc}") from None
+    meta, tensors = _read_safetensors(path, "restorer")
     if "vqcodec_restorer_config" not in meta:
         raise WeightsError(f"{path} is not a vqcodec restorer file (no vqcodec_restorer_config metadata)")
     if model_fingerprint is not None and meta.get("vqcodec_model_fingerprint") != model_fingerprint.hex():
