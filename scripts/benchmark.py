@@ -4,7 +4,8 @@
 Encodes and decodes one image (default: Kodak kodim23, 768×512) with vqcodec and with Pillow's
 AVIF at a similar bitrate (downscaled as far as needed to get there), each in a fresh process so
 peak memory (max RSS, and CUDA peak when on GPU) belongs to that codec alone, and prints the
-ratios. Also measures the range coder's overhead over the cross-entropy of the indices.
+ratios. Also measures the range coder's overhead over the cross-entropy of the indices, and the
+time to restore ``--loss`` (20 %) lost indices with the transformer and the nearest-neighbour baseline.
 
     python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
 """
@@ -40,6 +41,7 @@ def run_vqcodec(args) -> dict:
     import torch
 
     from vqcodec import Codec
+    from vqcodec.codec.channel import index_loss_mask
     from vqcodec.codec.container import unpack
     from vqcodec.codec.image_io import image_to_tensor, load_image
 
@@ -67,6 +69,13 @@ def run_vqcodec(args) -> dict:
         "overhead_pct": 100 * (len(payload) * 8 / ideal_bits - 1) if ideal_bits else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    grid = torch.from_numpy(indices[0])
+    known = index_loss_mask(tuple(grid.shape), args.loss, seed=0)
+    for method in ("transformer", "neighbour"):
+        if method == "transformer" and codec.restorer is None:
+            continue
+        out[f"restore_{method}_s"], _ = _timed(
+            lambda m=method: codec.restore_indices(grid, known, header.level, m), args.repeat)
     if codec.device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -123,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--loss", type=float, default=0.2, help="fraction of indices lost for the restoration timing")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=["vqcodec", "avif"], help=argparse.SUPPRESS)
     p.add_argument("--target-bpp", type=float, default=None, help=argparse.SUPPRESS)
@@ -137,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def worker(kind: str, extra: list[str]) -> dict:
         cmd = [sys.executable, __file__, "--worker", kind, "--image", args.image, "--device", args.device,
-               "--threads", str(args.threads), "--repeat", str(args.repeat), *extra]
+               "--threads", str(args.threads), "--repeat", str(args.repeat), "--loss", str(args.loss), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0:
@@ -158,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'CUDA peak (MB)':16}{vq['cuda_peak_mb']:>34.0f}")
     print(f"coding overhead: payload {vq['payload_bytes']} B vs cross-entropy {vq['ideal_payload_bytes']:.1f} B "
           f"= {vq['overhead_pct']:+.2f} %")
+    lost = f"{100 * args.loss:.0f} % of the indices lost"
+    if "restore_transformer_s" in vq:
+        total = vq["restore_transformer_s"] + vq["decode_s"]
+        print(f"restoration, {lost}: transformer {vq['restore_transformer_s']:.3f} s, "
+              f"nearest neighbour {vq['restore_neighbour_s']:.3f} s; restore + decode {total:.3f} s "
+              f"= {total / vq['decode_s']:.2f}x the loss-free decode")
+    else:
+        print(f"restoration, {lost}: nearest neighbour {vq['restore_neighbour_s']:.3f} s (the model has no restorer)")
     if args.json:
         Path(args.json).write_text(json.dumps({"vqcodec": vq, "avif": avif}, indent=2))
     return 0

@@ -6,7 +6,7 @@ cached in ``<out>/grids.npz``; training then runs on random crops and masks of t
 
 Example (how the default restorer was trained; rerunning resumes from runs/restorer/last.pt):
     python scripts/train_restorer.py --model weights/vqcodec-f16.safetensors --data ../shared/data/train \
-        --out runs/restorer --steps 100000 --max-minutes 40
+        --out runs/restorer --max-images 120 --steps 6000 --threads 2
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run folder: grids.npz, last.pt, log")
     p.add_argument("--export", help="restorer file to write (default: <model>.restorer.safetensors beside the model)")
     p.add_argument("--holdout", type=int, default=24, help="photos held out for the accuracy check")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3000, help="planned length: the learning rate decays to 5 %% by then")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=16, help="grid crop size (indices)")
     p.add_argument("--lr", type=float, default=5e-4)

@@ -52,6 +52,8 @@ REGISTRY: dict[str, ModelSpec] = {
             filename="vqcodec-f16.safetensors",
             sha256="f8acd4e9eafbd3a77d3459ab4b0b2716c36b8f41d90d0c11759fd44979dfa9a9",
             description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
+            restorer_filename="vqcodec-f16.restorer.safetensors",
+            restorer_sha256="7852aa3f87c0483e1dd6a54f5674fdbc81f6907b9b8699fb3e079c507fc29aef",
         ),
         ModelSpec(
             name="vqgan_imagenet_f16_1024",

@@ -260,7 +260,7 @@ class Codec:
         simulate_loss: float = 0.0,
         loss_unit: str = "packet",
         seed: int = 0,
-        restore_steps: int = 4,
+        restore_steps: int = 1,
     ) -> tuple[Image.Image, DecodeReport]:
         """Decode whatever survived, restore lost indices, and say what was lost.
 
@@ -320,7 +320,7 @@ class Codec:
         return restore
 
     def restore_indices(
-        self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = 4
+        self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = 1
     ) -> torch.Tensor:
         """Fill the unknown positions of an index grid ``[h,w]``; known positions stay as they are."""
         _, prior = self.prior(level)

@@ -34,7 +34,7 @@ def restore_neighbour(indices: torch.Tensor, known: torch.Tensor, fallback: int)
 
 @torch.inference_mode()
 def restore_transformer(
-    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = 4
+    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = 1
 ) -> torch.Tensor:
     """MaskGIT-style filling: each step predicts every lost index and keeps the most confident
     ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic."""

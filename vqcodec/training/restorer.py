@@ -10,6 +10,7 @@ masked indices (cross-entropy at masked positions only).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,6 +107,14 @@ class RestorerTrainConfig:
     max_minutes: float | None = None
 
 
+def _lr_factor(step: int, cfg: RestorerTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5 % at ``cfg.steps`` (set it to the planned length)."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _batch(grids: dict[int, list[np.ndarray]], cfg: RestorerTrainConfig, rng: np.random.Generator):
     levels = sorted(grids)
     level = levels[int(rng.integers(len(levels)))]
@@ -185,7 +194,7 @@ def train_restorer(
         level, indices, known = _batch(grids, cfg, rng)
         indices, known = indices.to(device), known.to(device)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+            group["lr"] = cfg.lr * _lr_factor(step, cfg)
         logits = restorer(indices, known, codebooks[level])
         lost = ~known
         loss = F.cross_entropy(logits[lost], indices[lost])
