@@ -113,6 +113,7 @@ def test_evaluate_loss_script_end_to_end(tmp_path):
     assert (out / "quality_vs_loss.png").exists() and (out / "restored_img1_L16.png").exists()
     text = readme.read_text()
     assert "old" not in text and "| 16 | 20% |" in text and "quality_vs_loss.png" in text
+    assert "docs/img/restored.jpg" in text and (tmp_path / "docs/img/restored.jpg").exists()
     rows = (out / "per_image.csv").read_text().count("\n")
     assert load_script("evaluate_loss").main(args) == 0  # resumed: nothing recomputed
     assert (out / "per_image.csv").read_text().count("\n") == rows
