@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2, help="processes (one image each at a time)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in total")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=int, help="evaluate at most N images not yet in per_image.csv (0: only summarise)")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 state dict (default: ../shared/weights)")
     p.add_argument("--lpips-alex", help="torchvision AlexNet ImageNet state dict: adds LPIPS-Alex")
     p.add_argument("--lpips-vgg", help="torchvision VGG16 ImageNet state dict: adds LPIPS-VGG")
