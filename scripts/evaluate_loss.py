@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"The command: `python scripts/evaluate_loss.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
                  f"{table(summary)}\n\n![Quality vs loss](docs/img/quality_vs_loss.png)\n")
         if restored.exists():
-            Image.open(restored).save(img / "restored.jpg", quality=90)  # a tenth of the PNG's size
+            Image.open(restored).save(img / "restored.jpg", quality=90)  # a sixth of the PNG's size
             block += f"\n![{args.figure_image} at 20 % loss, restored three ways](docs/img/restored.jpg)\n"
         replace_block(readme, "loss", block)
         print(f"updated {readme} (loss)")

@@ -37,7 +37,9 @@ def restore_transformer(
     model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = 1
 ) -> torch.Tensor:
     """MaskGIT-style filling: each step predicts every lost index and keeps the most confident
-    ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic."""
+    ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic.
+    One step (the default) fills every lost position at once: on held-out training photos that was
+    both better and faster than several."""
     device = codebook.device
     idx = indices.to(device).clone()[None]
     have = known.to(device).clone()[None]
