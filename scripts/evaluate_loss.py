@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec import channel, container  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
-from vqcodec.codec.restore import METHODS  # noqa: E402
+from vqcodec.codec.restore import DEFAULT_STEPS, METHODS  # noqa: E402
 from vqcodec.evaluation.readme import replace_block  # noqa: E402
 from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
@@ -159,11 +159,9 @@ def table(summary: list[dict]) -> str:
     for level in sorted({e["level"] for e in summary}, reverse=True):
         base = next(e for e in summary if e["level"] == level and e["method"] == "none")
         for rate in sorted({e["rate"] for e in summary if e["rate"] > 0}):
-            cells = []
-            for m in METHODS:
-                e = next((e for e in summary if e["level"] == level and e["rate"] == rate and e["method"] == m), None)
-                cells.append("–" if e is None else f"{e['lpips_squeeze']:.3f} / {e['psnr']:.2f}")
-            t = next((e for e in summary if e["level"] == level and e["rate"] == rate and e["method"] == "transformer"), None)
+            found = {e["method"]: e for e in summary if e["level"] == level and e["rate"] == rate}
+            cells = [f"{found[m]['lpips_squeeze']:.3f} / {found[m]['psnr']:.2f}" if m in found else "–" for m in METHODS]
+            t = found.get("transformer")
             cells.append("–" if t is None else f"{t['lpips_squeeze'] - base['lpips_squeeze']:+.3f}")
             lines.append(f"| {level} | {rate:.0%} | {base['lpips_squeeze']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unit", choices=["index", "packet"], default="index", help="lose scattered indices or whole packets")
     p.add_argument("--packets", type=int, default=20, help="packets per file for --unit packet")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--steps", type=int, default=1, help="transformer restoration iterations (1: one shot)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="transformer restoration iterations (1: one shot)")
     p.add_argument("--figure-image", default="kodim23.png")
     p.add_argument("--max-images", type=int)
     p.add_argument("--readme", help="Markdown file whose `loss` results block is rewritten")

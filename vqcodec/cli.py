@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__, registry
 from .codec import Codec, channel, container
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
-from .codec.restore import METHODS
+from .codec.restore import DEFAULT_STEPS, METHODS
 from .errors import VQCodecError
 from .fileio import atomic_write
 
@@ -258,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--restore", default="auto", choices=["auto", *METHODS],
                      help="how lost indices are filled: the transformer restorer (auto, when the model has one), "
                           "the nearest surviving neighbour's code, or one fixed code (default: auto)")
-    dec.add_argument("--restore-steps", type=int, default=1,
-                     help="transformer restoration iterations (default 1: one shot, which measured best)")
+    dec.add_argument("--restore-steps", type=int, default=DEFAULT_STEPS,
+                     help=f"transformer restoration iterations (default {DEFAULT_STEPS}: one shot, which measured best)")
     dec.add_argument("--simulate-loss", type=float, default=0.0, metavar="P",
                      help="experiment: drop this fraction of packets (or indices, see --loss-unit) before decoding")
     dec.add_argument("--loss-unit", default="packet", choices=channel.LOSS_UNITS,

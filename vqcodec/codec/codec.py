@@ -29,7 +29,7 @@ from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
 from . import channel, container
 from .image_io import DEFAULT_MAX_PIXELS, image_to_tensor, load_image, to_rgb
-from .restore import METHODS, restore_fixed, restore_neighbour, restore_transformer
+from .restore import DEFAULT_STEPS, METHODS, restore_fixed, restore_neighbour, restore_transformer
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class Codec:
         simulate_loss: float = 0.0,
         loss_unit: str = "packet",
         seed: int = 0,
-        restore_steps: int = 1,
+        restore_steps: int = DEFAULT_STEPS,
     ) -> tuple[Image.Image, DecodeReport]:
         """Decode whatever survived, restore lost indices, and say what was lost.
 
@@ -320,7 +320,7 @@ class Codec:
         return restore
 
     def restore_indices(
-        self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = 1
+        self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = DEFAULT_STEPS
     ) -> torch.Tensor:
         """Fill the unknown positions of an index grid ``[h,w]``; known positions stay as they are."""
         _, prior = self.prior(level)

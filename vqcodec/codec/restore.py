@@ -13,6 +13,8 @@ import torch
 from ..models.restorer import IndexRestorer
 
 METHODS = ("transformer", "neighbour", "fixed")
+# One pass beat 4 MaskGIT steps on held-out training photos (weights/README.md), and is 4x faster.
+DEFAULT_STEPS = 1
 
 
 def restore_fixed(indices: torch.Tensor, known: torch.Tensor, code: int) -> torch.Tensor:
@@ -34,12 +36,11 @@ def restore_neighbour(indices: torch.Tensor, known: torch.Tensor, fallback: int)
 
 @torch.inference_mode()
 def restore_transformer(
-    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = 1
+    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = DEFAULT_STEPS
 ) -> torch.Tensor:
     """MaskGIT-style filling: each step predicts every lost index and keeps the most confident
     ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic.
-    One step (the default) fills every lost position at once: on held-out training photos that was
-    both better and faster than several."""
+    One step (the default) fills every lost position at once."""
     device = codebook.device
     idx = indices.to(device).clone()[None]
     have = known.to(device).clone()[None]
