@@ -60,6 +60,7 @@ def evaluate_image(codec: Codec, lpips, path: Path, args) -> tuple[list[dict], d
         return codec.decode_indices(indices[None], level)[..., :h, :w]
 
     def scores(y: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
+        y, ref = y.to(args.device), ref.to(args.device)
         return float(psnr(y, ref)[0]), float(ms_ssim(y, ref)[0]), float(lpips(y, ref).mean())
 
     for level in args.levels:
@@ -183,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int)
     p.add_argument("--readme", help="Markdown file whose `loss` results block is rewritten")
     p.add_argument("--lpips-backbone")
+    p.add_argument("--device", default="cpu", help="where to encode, restore, decode and score (cuda on a GPU)")
     args = p.parse_args(argv)
 
-    codec = Codec.from_pretrained(args.model, device="cpu")
+    codec = Codec.from_pretrained(args.model, device=args.device)
     if "transformer" in args.methods and codec.restorer is None:
         print("this model has no restorer; train one with scripts/train_restorer.py or leave out 'transformer'", file=sys.stderr)
         return 1
-    lpips = lpips_squeeze(args.lpips_backbone)
+    lpips = lpips_squeeze(args.lpips_backbone).to(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "per_image.csv"

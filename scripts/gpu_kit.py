@@ -3,14 +3,19 @@
 rebuild the checkpoints it sends back in pieces under 16 MiB.
 
     # here: a compact training shard (re-encoded JPEGs within a byte budget) + the run's checkpoint in pieces
-    python scripts/gpu_kit.py shard --data ../shared/data/train --out gpu/shard --budget-mb 40
-    python scripts/gpu_kit.py split runs/default/last.pt --out gpu/ckpt
-    # on the device (carry gpu/): join, train, split the new checkpoint into $OUT
-    python scripts/gpu_kit.py join gpu/ckpt/last.pt.pieces.json --dest runs/default/last.pt
-    python scripts/train_vqgan.py --data gpu/shard --out runs/default ... --max-minutes 8
+    python scripts/gpu_kit.py shard --data ../shared/data/train --out device_carry/shard --budget-mb 40
+    python scripts/gpu_kit.py split runs/default/last.pt --out device_carry/ckpt
+    # on the device (carry device_carry/): join, train, split the new checkpoint into $OUT
+    python scripts/gpu_kit.py join device_carry/ckpt/last.pt.pieces.json --dest runs/default/last.pt
+    python scripts/train_vqgan.py --data device_carry/shard --out runs/default ... --max-minutes 8
     python scripts/gpu_kit.py split runs/default/last.pt --out $OUT/ckpt
     # back here
     python scripts/gpu_kit.py join <files_at>/ckpt/last.pt.pieces.json --dest runs/default/last.pt
+
+A checkpoint with its optimizer state (68 MB for the default model) leaves no room for a shard;
+``train_vqgan.py --init-model MODEL.safetensors`` starts a run from the exported 7.7 MB weights
+instead (fresh optimizer), which is how the shipped weights were trained on a GPU. Successive
+shards can be made disjoint (``--exclude`` an earlier shard) and keep ``--holdout`` photos unseen.
 """
 
 from __future__ import annotations
@@ -31,9 +36,21 @@ from vqcodec.training.data import list_images  # noqa: E402
 from vqcodec.training.pieces import join_pieces, split_file  # noqa: E402
 
 
-def make_shard(data: str, out: str, budget_mb: float, quality: int, seed: int) -> tuple[int, int]:
-    """Re-encode training photos (random order) as JPEG until the byte budget is reached."""
+def make_shard(
+    data: str, out: str, budget_mb: float, quality: int, seed: int,
+    holdout: int = 0, holdout_seed: int = 0, exclude: str | None = None,
+) -> tuple[int, int]:
+    """Re-encode training photos (random order) as JPEG until the byte budget is reached.
+
+    ``holdout`` photos (the first of a ``holdout_seed`` shuffle) and those already in the shard
+    ``exclude`` are left out, so successive shards are disjoint and a held-out set stays unseen.
+    """
     files = list_images(data)
+    shuffled = list(files)
+    random.Random(holdout_seed).shuffle(shuffled)
+    held = set(shuffled[:holdout])
+    taken = {p.stem for p in Path(exclude).iterdir()} if exclude else set()
+    files = [p for p in files if p not in held and p.stem not in taken]
     random.Random(seed).shuffle(files)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_argument("--budget-mb", type=float, default=40.0)
     shard.add_argument("--quality", type=int, default=90)
     shard.add_argument("--seed", type=int, default=0)
+    shard.add_argument("--holdout", type=int, default=0, help="photos never put in a shard (to judge the model on)")
+    shard.add_argument("--holdout-seed", type=int, default=0)
+    shard.add_argument("--exclude", help="an earlier shard whose photos this one leaves out")
     split = sub.add_parser("split", help="split a file into pieces + manifest")
     split.add_argument("file")
     split.add_argument("--out", required=True)
@@ -68,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("--dest")
     args = p.parse_args(argv)
     if args.command == "shard":
-        count, used = make_shard(args.data, args.out, args.budget_mb, args.quality, args.seed)
+        count, used = make_shard(args.data, args.out, args.budget_mb, args.quality, args.seed,
+                                 args.holdout, args.holdout_seed, args.exclude)
         print(f"wrote {count} photos, {used / 2**20:.1f} MiB, to {args.out}")
     elif args.command == "split":
         print(f"wrote {split_file(args.file, args.out, int(args.max_mb * 2**20))}")

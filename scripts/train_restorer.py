@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     files = files[: args.max_images] if args.max_images else files
     grids = load_grids(cache, loaded.fingerprint)
     if grids is None:
-        grids = encode_grids(model, files)
+        grids = encode_grids(model.to("cuda" if torch.cuda.is_available() else "cpu"), files)
+        model.cpu()
         save_grids(cache, grids, loaded.fingerprint)
     held_out = {level: items[: 2 * args.holdout] for level, items in grids.items()}
     train = {level: items[2 * args.holdout :] for level, items in grids.items()}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec.models import ModelConfig  # noqa: E402
 from vqcodec.training.losses import LossConfig  # noqa: E402
 from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train  # noqa: E402
-from vqcodec.weights import save_model  # noqa: E402
+from vqcodec.weights import load_model, save_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-embed", type=int, default=4096, help="full codebook size")
     p.add_argument("--embed-dim", type=int, default=32)
     p.add_argument("--taef2", help="folder with taef2_encoder.pth / taef2_decoder.pth to start from")
+    p.add_argument("--init-model", help="start a new run from this vqcodec .safetensors model (its config is used)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (several on a GPU)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
@@ -53,14 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_cfg = ModelConfig(
-        name=args.name, backbone="taef2", n_embed=args.n_embed, embed_dim=args.embed_dim, l2_normalize=True
-    )
+    if args.init_model:
+        model_cfg = load_model(args.init_model).model.config
+    else:
+        model_cfg = ModelConfig(
+            name=args.name, backbone="taef2", n_embed=args.n_embed, embed_dim=args.embed_dim, l2_normalize=True
+        )
     cfg = TrainConfig(
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
         lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2,
         lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes, ema_decay=args.ema_decay,
         loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight),
+        init_model=args.init_model, num_workers=args.workers,
     )
     ckpt = train(cfg, model_cfg)
     if args.export:

@@ -111,3 +111,10 @@ def test_level_overrides_change_decoding(tmp_path):
     tuned = loaded.decode_indices(idx, 8)
     assert not torch.allclose(plain, tuned)
     assert torch.equal(loaded.post_quant_conv.bias, model.post_quant_conv.bias.half().float())
+
+
+def test_level_codebooks_follow_the_model_to_its_device():
+    """Level tables are plain tensors, not buffers; a model moved to a GPU must still find them there."""
+    model = tiny_model().to("meta")  # any device other than the CPU shows it, with no GPU here
+    for level in model.levels:
+        assert model.codebook(level).device.type == "meta"

@@ -13,10 +13,12 @@ from conftest import load_script, require_squeezenet, tiny_config
 from PIL import Image
 
 from vqcodec import Codec
+from vqcodec.models import VQGAN
+from vqcodec.training.data import RandomCrops
 from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts
 from vqcodec.training.losses import LossConfig
-from vqcodec.training.trainer import TrainConfig, load_checkpoint_model, train
-from vqcodec.weights import save_model
+from vqcodec.training.trainer import TrainConfig, crop_loader, load_checkpoint_model, train
+from vqcodec.weights import load_model, save_model
 
 
 @pytest.fixture
@@ -112,3 +114,32 @@ def test_gpu_shard_respects_its_budget(tmp_path, photo_dir):
     count, used = shard.make_shard(str(photo_dir), str(tmp_path / "shard"), budget_mb=0.004, quality=90, seed=0)
     files = list((tmp_path / "shard").glob("*.jpg"))
     assert 0 < count == len(files) < 4 and used == sum(f.stat().st_size for f in files) <= 0.004 * 2**20
+
+
+def test_gpu_shards_are_disjoint_and_never_hold_the_held_out_photos(tmp_path, photo_dir):
+    kit = load_script("gpu_kit")
+    first, _ = kit.make_shard(str(photo_dir), str(tmp_path / "a"), budget_mb=0.003, quality=90, seed=0, holdout=1)
+    second, _ = kit.make_shard(str(photo_dir), str(tmp_path / "b"), budget_mb=1, quality=90, seed=0, holdout=1,
+                               exclude=str(tmp_path / "a"))
+    a, b = ({p.stem for p in (tmp_path / d).iterdir()} for d in "ab")
+    assert first >= 1 and second >= 1 and not a & b
+    assert len(a | b) == 3  # 4 photos, 1 held out
+
+
+def test_loader_processes_draw_different_crops(photo_dir):
+    one_photo = sorted(photo_dir.iterdir())[:1] * 2  # same photo twice: only the crop position can differ
+    loader = crop_loader(RandomCrops(one_photo, crop=16, seed=0), batch_size=1, num_workers=2)
+    first, second = list(loader)
+    assert not torch.equal(first, second)
+
+
+def test_new_run_starts_from_an_exported_model(tmp_path, photo_dir):
+    require_squeezenet()
+    start = VQGAN(tiny_config())
+    save_model(tmp_path / "start.safetensors", start)
+    exported = load_model(tmp_path / "start.safetensors").model
+    cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=0, batch_size=2, crop=32,
+                      init_model=str(tmp_path / "start.safetensors"))
+    ckpt = train(cfg, exported.config)
+    for key, value in exported.state_dict().items():
+        assert torch.equal(load_checkpoint_model(ckpt, ema=False).state_dict()[key], value), key

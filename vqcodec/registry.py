@@ -50,10 +50,10 @@ REGISTRY: dict[str, ModelSpec] = {
             name="vqcodec-f16",
             format="vqcodec",
             filename="vqcodec-f16.safetensors",
-            sha256="f8acd4e9eafbd3a77d3459ab4b0b2716c36b8f41d90d0c11759fd44979dfa9a9",
+            sha256="6f2d9cdf1ce83fdcb9694c8245b911f83ee3929de78655f699554e1861cad6f2",
             description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
             restorer_filename="vqcodec-f16.restorer.safetensors",
-            restorer_sha256="7852aa3f87c0483e1dd6a54f5674fdbc81f6907b9b8699fb3e079c507fc29aef",
+            restorer_sha256="ab5487ee2cd07d14b4bb95fad68cf1be55ce5572effca91863fea10ffccfb1a7",
         ),
         ModelSpec(
             name="vqgan_imagenet_f16_1024",

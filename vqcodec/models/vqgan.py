@@ -118,7 +118,8 @@ class VQGAN(nn.Module):
         if level is None or level == self.config.n_embed:
             codebook = self.quantize.embedding.weight
         elif level in self.level_codebooks:
-            codebook = self.level_codebooks[level]
+            weight = self.quantize.embedding.weight  # level tables are plain tensors: follow the model's device
+            codebook = self.level_codebooks[level].to(weight.device)
         else:
             raise KeyError(f"model {self.config.name!r} has no level {level}; available: {self.levels}")
         return F.normalize(codebook, dim=1) if self.config.l2_normalize else codebook

@@ -30,25 +30,28 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
+@torch.no_grad()
 def encode_grids(model: VQGAN, files: list[Path], progress: bool = True) -> dict[int, list[np.ndarray]]:
     """Index grids ``{level: [int16 [h,w], ...]}`` of every photo and its mirror image, at every level.
 
-    The encoder runs once per photo; levels differ only in their (possibly fine-tuned) 1×1 quant
-    convolution and codebook, which :func:`~vqcodec.training.levels.finetune_level` guarantees.
+    The encoder runs once per photo, on the model's device; levels differ only in their (possibly
+    fine-tuned) 1×1 quant convolution and codebook, which :func:`~vqcodec.training.levels.finetune_level`
+    guarantees.
     """
+    device = next(model.parameters()).device
     factor = model.config.downsampling
     grids: dict[int, list[np.ndarray]] = {level: [] for level in model.levels}
     for path in tqdm(files, desc="encoding grids", unit="img", disable=not progress):
         image = load_image(path)
         w, h = image.width // factor * factor, image.height // factor * factor
         x = image_to_tensor(image.crop((0, 0, w, h)))
-        x = torch.cat([x, x.flip(-1)])
+        x = torch.cat([x, x.flip(-1)]).to(device)
         features = model.encode_features(x)
         for level in model.levels:
             if any(k.startswith("encoder.") for k in model.level_overrides.get(level, {})):
                 raise ValueError(f"level {level} overrides the encoder; encode its grids separately")
             z = model.level_model(level).project(features)
-            idx = model.nearest_code(z, model.codebook(level)).numpy().astype(np.int16)
+            idx = model.nearest_code(z, model.codebook(level).to(device)).cpu().numpy().astype(np.int16)
             grids[level] += [idx[0], idx[1]]
     return grids
 
@@ -137,15 +140,17 @@ def masked_accuracy(
     """One-shot accuracy at ``fraction`` scattered lost positions of held-out grids, beside the
     nearest-neighbour baseline's."""
     rng = np.random.default_rng(seed)
+    device = next(restorer.parameters()).device
     hits = {"transformer": 0, "neighbour": 0}
     total = 0
     for level, items in grids.items():
-        codebook = model.codebook(level)
+        codebook = model.codebook(level).detach().to(device)
         for g in items[::2]:  # the photos, not their mirror images
             idx = torch.from_numpy(g.astype(np.int64))
             known = torch.from_numpy(rng.random(g.shape) >= fraction)
             lost = ~known
-            pred = restorer(idx[None], known[None], codebook)[0].argmax(-1)
+            with torch.no_grad():
+                pred = restorer(idx[None].to(device), known[None].to(device), codebook)[0].argmax(-1).cpu()
             hits["transformer"] += int((pred[lost] == idx[lost]).sum())
             hits["neighbour"] += int((restore_neighbour(idx, known, 0)[lost] == idx[lost]).sum())
             total += int(lost.sum())

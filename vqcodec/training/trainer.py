@@ -24,6 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..models import VQGAN, ModelConfig
+from ..weights import load_model
 from .data import RandomCrops
 from .losses import LossConfig, VQLoss
 
@@ -52,6 +53,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None
     mixed_precision: bool = True  # bf16 autocast, CUDA only
+    init_model: str | None = None  # start a new run from an exported model's weights (fresh optimizer)
+    num_workers: int = 0  # data-loading processes; a GPU needs several to stay busy
 
 
 def load_taef2(model: VQGAN, folder: str | Path) -> None:
@@ -61,6 +64,19 @@ def load_taef2(model: VQGAN, folder: str | Path) -> None:
     dec = torch.load(folder / "taef2_decoder.pth", map_location="cpu", weights_only=True)
     model.encoder.f8.load_state_dict(enc, strict=True)
     model.decoder.f8.load_state_dict(dec, strict=True)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader process its own crop sequence (they would all copy the parent's otherwise)."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng.seed(torch.initial_seed())
+
+
+def crop_loader(data: RandomCrops, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+        worker_init_fn=_seed_worker if num_workers else None, persistent_workers=num_workers > 0,
+    )
 
 
 def _endless(loader: DataLoader):
@@ -131,6 +147,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")
     torch.manual_seed(cfg.seed + rank)
@@ -149,8 +166,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     opt_disc = torch.optim.Adam(criterion.discriminator.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.9))
 
     data = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed + rank)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=0)
-    batches = _endless(loader)
+    batches = _endless(crop_loader(data, cfg.batch_size, cfg.num_workers))
     usage = torch.zeros(model_cfg.n_embed, dtype=torch.long)
 
     step = 0
@@ -167,6 +183,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
         data.rng.seed(cfg.seed + rank + world * step)
         if rank == 0:
             log.info("resumed from %s at step %d", ckpt_path, step)
+    elif cfg.init_model:
+        model.load_state_dict(load_model(cfg.init_model).model.state_dict())
+        log.info("initialised from %s", cfg.init_model)
     else:
         if model_cfg.backbone == "taef2" and cfg.taef2_dir:
             load_taef2(model, cfg.taef2_dir)
