@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-@torch.no_grad()
 def encode_grids(model: VQGAN, files: list[Path], progress: bool = True) -> dict[int, list[np.ndarray]]:
     """Index grids ``{level: [int16 [h,w], ...]}`` of every photo and its mirror image, at every level.
 
@@ -51,7 +50,7 @@ def encode_grids(model: VQGAN, files: list[Path], progress: bool = True) -> dict
             if any(k.startswith("encoder.") for k in model.level_overrides.get(level, {})):
                 raise ValueError(f"level {level} overrides the encoder; encode its grids separately")
             z = model.level_model(level).project(features)
-            idx = model.nearest_code(z, model.codebook(level).to(device)).cpu().numpy().astype(np.int16)
+            idx = model.nearest_code(z, model.codebook(level)).cpu().numpy().astype(np.int16)
             grids[level] += [idx[0], idx[1]]
     return grids
 
