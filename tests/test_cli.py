@@ -137,7 +137,9 @@ def test_sigint_leaves_no_partial_output(tmp_path, photo, tiny_model_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "vqcodec.cli", "encode", str(src), "-o", str(out), "--model",
-                             str(tiny_model_path)], stderr=subprocess.PIPE, env=env)
+                             str(tiny_model_path)], stderr=subprocess.PIPE, env=env,
+                            # a shell's background job inherits SIGINT ignored, and Python then keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (out.exists() and any(out.glob("*.vqc"))):
         time.sleep(0.05)
