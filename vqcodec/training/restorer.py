@@ -143,13 +143,12 @@ def masked_accuracy(
     hits = {"transformer": 0, "neighbour": 0}
     total = 0
     for level, items in grids.items():
-        codebook = model.codebook(level).detach().to(device)
+        codebook = model.codebook(level).to(device)
         for g in items[::2]:  # the photos, not their mirror images
             idx = torch.from_numpy(g.astype(np.int64))
             known = torch.from_numpy(rng.random(g.shape) >= fraction)
             lost = ~known
-            with torch.no_grad():
-                pred = restorer(idx[None].to(device), known[None].to(device), codebook)[0].argmax(-1).cpu()
+            pred = restorer(idx[None].to(device), known[None].to(device), codebook)[0].argmax(-1).cpu()
             hits["transformer"] += int((pred[lost] == idx[lost]).sum())
             hits["neighbour"] += int((restore_neighbour(idx, known, 0)[lost] == idx[lost]).sum())
             total += int(lost.sum())
