@@ -28,7 +28,7 @@ from vqcodec.weights import load_model, save_model  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="folder of training photos (never Kodak/CLIC)")
+    p.add_argument("--data", required=True, nargs="+", help="folders of training photos (never Kodak/CLIC)")
     p.add_argument("--out", required=True, help="run folder: checkpoints (last.pt), samples, log")
     p.add_argument("--name", default="vqcodec-f16", help="model name written into the config")
     p.add_argument("--n-embed", type=int, default=4096, help="full codebook size")
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="steps fitting the f16 stages to TAEF2 latents before K-means init (taef2 start only)")
     p.add_argument("--disc-start", type=int, help="step at which the PatchGAN loss starts (default: never)")
     p.add_argument("--disc-weight", type=float, default=0.1, help="scale of the adaptive adversarial weight")
+    p.add_argument("--train-only", choices=["decoder"],
+                   help="train only the decoder side (encoder and codebook frozen: existing files keep their meaning)")
+    p.add_argument("--l1-weight", type=float, default=1.0)
+    p.add_argument("--mse-weight", type=float, default=0.0, help="weight of an MSE fidelity term")
+    p.add_argument("--perceptual-weight", type=float, default=1.0, help="weight of LPIPS-Squeeze")
     p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the exported weight average")
     p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this much wall time")
     p.add_argument("--lpips-backbone", help="SqueezeNet-1.1 ImageNet state dict for LPIPS-Squeeze")
@@ -65,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
         lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2,
         lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes, ema_decay=args.ema_decay,
-        loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight),
-        init_model=args.init_model, num_workers=args.workers,
+        loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight, l1_weight=args.l1_weight,
+                        mse_weight=args.mse_weight, perceptual_weight=args.perceptual_weight),
+        init_model=args.init_model, num_workers=args.workers, train_only=args.train_only,
     )
     ckpt = train(cfg, model_cfg)
     if args.export:

@@ -19,6 +19,7 @@ from ..metrics import lpips_squeeze
 @dataclass
 class LossConfig:
     l1_weight: float = 1.0
+    mse_weight: float = 0.0  # a fidelity term: pulls the decoder towards the mean, away from invented texture
     perceptual_weight: float = 1.0
     disc_weight: float = 0.1
     disc_start: int | None = None  # step at which the adversarial loss starts; None: never
@@ -50,10 +51,11 @@ class VQLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss for the autoencoder (and codebook) on images in [0, 1]."""
         l1 = (xrec - x).abs().mean()
+        mse = F.mse_loss(xrec, x)
         lp = self.perceptual(xrec, x).mean()
-        nll = self.cfg.l1_weight * l1 + self.cfg.perceptual_weight * lp
+        nll = self.cfg.l1_weight * l1 + self.cfg.mse_weight * mse + self.cfg.perceptual_weight * lp
         loss = nll + qloss
-        logs = {"l1": l1.item(), "lpips_sq": lp.item(), "q": qloss.item()}
+        logs = {"l1": l1.item(), "mse": mse.item(), "lpips_sq": lp.item(), "q": qloss.item()}
         if self.gan_active(step):
             g_loss = -self.discriminator(xrec * 2 - 1).mean()
             nll_grad = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from ..models import VQGAN, ModelConfig
 from ..weights import load_model
-from .data import RandomCrops
+from .data import RandomCrops, list_images
 from .losses import LossConfig, VQLoss
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | list[str]  # one folder or several (e.g. train/ and train_hr/)
     out: str
     steps: int = 2000
     batch_size: int = 8
@@ -55,6 +55,7 @@ class TrainConfig:
     mixed_precision: bool = True  # bf16 autocast, CUDA only
     init_model: str | None = None  # start a new run from an exported model's weights (fresh optimizer)
     num_workers: int = 0  # data-loading processes; a GPU needs several to stay busy
+    train_only: str | None = None  # "decoder": encoder and codebook frozen, so the indices of old files keep their meaning
 
 
 def load_taef2(model: VQGAN, folder: str | Path) -> None:
@@ -155,9 +156,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     np.random.seed(cfg.seed + rank)
 
     model = VQGAN(model_cfg)
+    if cfg.train_only == "decoder":
+        for frozen in (model.encoder, model.quant_conv, model.quantize):
+            frozen.requires_grad_(False)
+    elif cfg.train_only is not None:
+        raise ValueError(f"train_only must be None or 'decoder', not {cfg.train_only!r}")
     pretrained = list(model.encoder.f8.parameters()) + list(model.decoder.f8.parameters()) if model_cfg.backbone == "taef2" else []
     pretrained_ids = {id(p) for p in pretrained}
-    others = [p for p in model.parameters() if id(p) not in pretrained_ids]
+    pretrained = [p for p in pretrained if p.requires_grad]
+    others = [p for p in model.parameters() if id(p) not in pretrained_ids and p.requires_grad]
     groups = [{"params": others, "lr": cfg.lr}]
     if pretrained:
         groups.append({"params": pretrained, "lr": cfg.lr_pretrained})
@@ -165,7 +172,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     criterion = VQLoss(cfg.loss, cfg.lpips_backbone)
     opt_disc = torch.optim.Adam(criterion.discriminator.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.9))
 
-    data = RandomCrops(cfg.data, cfg.crop, seed=cfg.seed + rank)
+    folders = [cfg.data] if isinstance(cfg.data, str) else cfg.data
+    data = RandomCrops([f for folder in folders for f in list_images(folder)], cfg.crop, seed=cfg.seed + rank)
     batches = _endless(crop_loader(data, cfg.batch_size, cfg.num_workers))
     usage = torch.zeros(model_cfg.n_embed, dtype=torch.long)
 
@@ -262,7 +270,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
             dead = (usage == 0).nonzero().flatten()
             probs = usage.float() / usage.sum()
             perplexity = float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()))
-            if len(dead):
+            if len(dead) and cfg.train_only is None:
                 _restart_codes(model, ema, x, dead, rank, world)
             if rank == 0:
                 n = window_steps
