@@ -15,7 +15,7 @@ setup(
         "numpy",
         "Pillow>=10",
         "safetensors>=0.4",
-        "constriction>=0.4",
+        "constriction~=0.5.0",  # defines the payload bytes: tests/test_golden.py pins them
         "taming-transformers-rom1504>=0.0.6",
         "einops",
         "pyyaml",

@@ -41,22 +41,22 @@ def run_vqcodec(args) -> dict:
     import torch
 
     from vqcodec import Codec
-    from vqcodec.codec.channel import index_loss_mask
     from vqcodec.codec.container import unpack
     from vqcodec.codec.image_io import image_to_tensor, load_image
+    from vqcodec.evaluation.channel import index_loss_mask
 
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(args.model, device=args.device)
     image = load_image(args.image)
-    codec.decode(codec.encode(image, level=args.level))  # warm-up (level caches, allocator)
+    codec.decode(codec.encode(image, level=args.level).data)  # warm-up (level caches, allocator)
     if codec.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    enc_s, data = _timed(lambda: codec.encode(image, level=args.level), args.repeat)
+    enc_s, data = _timed(lambda: codec.encode(image, level=args.level).data, args.repeat)
     dec_s, _ = _timed(lambda: codec.decode(data), args.repeat)
     header, payload = unpack(data)
     x = image_to_tensor(image)
     indices = codec.encode_indices(x, header.level).numpy()
-    _, prior = codec.prior(header.level)
+    prior = codec.entropy.for_level(header.level).prior
     ideal_bits = prior.cross_entropy_bits(indices)
     out = {
         "codec": f"vqcodec {codec.model_id} level {header.level}",

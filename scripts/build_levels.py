@@ -6,7 +6,8 @@
 3. Optionally fine-tune each level (``--finetune-steps``): its codebook and the 1x1 quant convs with
    the VQGAN loss, encoder and decoder frozen; for the levels in ``--decoder-levels`` also a
    variant that tunes the decoder. A variant replaces the K-means level only if it is better on
-   held-out training photos in both PSNR and LPIPS-Squeeze. Numbers go to ``<out>.levels.json``.
+   held-out training photos in both PSNR and LPIPS-Squeeze (``keep_finetuned`` in
+   vqcodec.training.levels). Numbers go to ``<out>.levels.json``.
 4. Encode the photos again at every level and store the index histograms as integer priors.
 
 Example:
@@ -33,7 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.training.data import RandomCrops, list_images  # noqa: E402
-from vqcodec.training.levels import finetune_level, index_counts, kmeans_codebook, level_quality, priors_from_counts  # noqa: E402
+from vqcodec.training.levels import (  # noqa: E402
+    finetune_level,
+    index_counts,
+    keep_finetuned,
+    kmeans_codebook,
+    level_quality,
+    priors_from_counts,
+)
 from vqcodec.training.losses import LossConfig, VQLoss  # noqa: E402
 from vqcodec.training.trainer import load_checkpoint_model  # noqa: E402
 from vqcodec.weights import load_model, save_model  # noqa: E402
@@ -71,8 +79,7 @@ def finetune_levels(model, args, tuning_files: list[Path], holdout: list[Path]) 
             model.add_level(*kept)
             model.add_level(*finetune_level(model, level, batches, args.finetune_steps, criterion, tune_decoder=tune_decoder))
             entry[name] = level_quality(model, level, held_out, criterion.perceptual)
-            best = entry[entry["kept"]]
-            if entry[name]["psnr"] > best["psnr"] and entry[name]["lpips_sq"] < best["lpips_sq"]:
+            if keep_finetuned(entry[entry["kept"]], entry[name]):
                 entry["kept"] = name
                 kept = (model.codebook(level).clone(), model.level_overrides[level])
         model.add_level(*kept)

@@ -107,7 +107,7 @@ def evaluate_image(path: Path) -> list[dict]:
     features = {"original": _patch_features(image)}
     for level in args.levels or codec.levels:
         t0 = time.perf_counter()
-        data = codec.encode(image, level=level)
+        data = codec.encode(image, level=level).data
         t1 = time.perf_counter()
         rec = codec.decode(data)
         t2 = time.perf_counter()

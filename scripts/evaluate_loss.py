@@ -10,7 +10,7 @@ Writes ``<out>/per_image.csv`` (resumable: finished images are skipped), ``summa
 (means per level, rate and method), ``quality_vs_loss.png`` and ``restored_<image>.png`` (one image
 at 20 % loss restored three ways), and with ``--readme`` the table in that file's ``loss`` block.
 
-    python scripts/evaluate_loss.py --data ../shared/data/kodak --out results/loss --readme README.md
+    python scripts/evaluate_loss.py --data ../shared/data/kodak --out results/loss --readme docs/evaluation.md
 """
 
 from __future__ import annotations
@@ -28,26 +28,20 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+
+from _readme import replace_block  # noqa: E402
 
 from vqcodec import Codec  # noqa: E402
-from vqcodec.codec import channel, container  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.codec.restore import DEFAULT_STEPS, METHODS  # noqa: E402
-from vqcodec.evaluation.readme import replace_block  # noqa: E402
+from vqcodec.evaluation import channel  # noqa: E402
 from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
 
 FIELDS = ["image", "level", "rate", "seed", "method", "lost", "psnr", "ms_ssim", "lpips_squeeze",
           "psnr_vs_lossless", "ms_ssim_vs_lossless", "lpips_squeeze_vs_lossless"]
 METRICS = FIELDS[5:]
-
-
-def loss_mask(shape: tuple[int, int], rate: float, seed: int, unit: str, packets: int) -> torch.Tensor:
-    if unit == "index":
-        return channel.index_loss_mask(shape, rate, seed)
-    layout = container.packet_assignment(*shape, packets)
-    dropped = np.random.default_rng(seed).permutation(packets)[: round(rate * packets)]
-    return torch.from_numpy(~np.isin(layout, dropped))
 
 
 def evaluate_image(codec: Codec, lpips, path: Path, args) -> tuple[list[dict], dict]:
@@ -72,7 +66,11 @@ def evaluate_image(codec: Codec, lpips, path: Path, args) -> tuple[list[dict], d
             if rate == 0:
                 continue
             for seed in args.seeds:
-                known = loss_mask(tuple(indices.shape), rate, seed, args.unit, args.packets)
+                shape = tuple(indices.shape)
+                if args.unit == "index":
+                    known = channel.index_loss_mask(shape, rate, seed)
+                else:
+                    known = channel.packet_loss_mask(shape, args.packets, rate, seed)
                 for method in args.methods:
                     restored = codec.restore_indices(indices, known, level, method, args.steps)
                     y = decode(restored, level)
@@ -224,17 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     if args.readme:
         readme = Path(args.readme).resolve()
-        img = readme.parent / "docs" / "img"
+        img = readme.parent / "img"  # docs/evaluation.md → docs/img
         img.mkdir(parents=True, exist_ok=True)
         (img / "quality_vs_loss.png").write_bytes((out / "quality_vs_loss.png").read_bytes())
         restored = out / f"restored_{Path(args.figure_image).stem}_L{args.levels[0]}.png"
         block = (f"{len(done | {p.name for p in files})} images, levels {', '.join(map(str, args.levels))}, "
                  f"{args.unit} loss, seeds {', '.join(map(str, args.seeds))}; mean LPIPS-Squeeze / PSNR against the original. "
                  f"The command: `python scripts/evaluate_loss.py {' '.join(argv if argv is not None else sys.argv[1:])}`.\n\n"
-                 f"{table(summary)}\n\n![Quality vs loss](docs/img/quality_vs_loss.png)\n")
+                 f"{table(summary)}\n\n![Quality vs loss](img/quality_vs_loss.png)\n")
         if restored.exists():
             Image.open(restored).save(img / "restored.jpg", quality=90)  # a sixth of the PNG's size
-            block += f"\n![{args.figure_image} at 20 % loss, restored three ways](docs/img/restored.jpg)\n"
+            block += f"\n![{args.figure_image} at 20 % loss, restored three ways](img/restored.jpg)\n"
         replace_block(readme, "loss", block)
         print(f"updated {readme} (loss)")
     return 0

@@ -16,14 +16,14 @@ Never train or tune on these sets: they are for evaluation only.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqcodec.errors import WeightsError  # noqa: E402
+from vqcodec.fileio import download, sha256_file  # noqa: E402
 
 KODAK_URL = "http://r0k.us/graphics/kodak/kodak/{name}"
 KODAK_SHA256 = {
@@ -63,31 +63,17 @@ CLIC = {
 
 def fetch(url: str, dest: Path, sha256: str | None = None) -> str:
     """Download atomically; verify ``sha256`` when known. Returns the file's digest."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                h.update(block)
-                out.write(block)
-        digest = h.hexdigest()
-        if sha256 and digest != sha256:
-            raise SystemExit(f"checksum mismatch for {url}: got {digest}, expected {sha256}")
-        os.replace(tmp, dest)
-        return digest
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise SystemExit(f"cannot download {url}: {exc} (no internet access? copy the files by hand to {dest.parent})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return download(url, dest, sha256)
+    except WeightsError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def get_kodak(out: Path) -> None:
     folder = out / "kodak"
     for name, sha in sorted(KODAK_SHA256.items()):
         dest = folder / name
-        if dest.exists() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha:
+        if dest.exists() and sha256_file(dest) == sha:
             continue
         fetch(KODAK_URL.format(name=name), dest, sha)
         print(f"ok {dest}")

@@ -16,12 +16,16 @@ A checkpoint with its optimizer state (68 MB for the default model) leaves no ro
 ``train_vqgan.py --init-model MODEL.safetensors`` starts a run from the exported 7.7 MB weights
 instead (fresh optimizer), which is how the shipped weights were trained on a GPU. Successive
 shards can be made disjoint (``--exclude`` an earlier shard) and keep ``--holdout`` photos unseen.
+
+``split`` writes ``<name>.partNNN`` pieces and a ``<name>.pieces.json`` manifest with the SHA-256
+of every piece and of the whole; ``join`` checks them all before it rebuilds the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 import sys
 from pathlib import Path
@@ -31,9 +35,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vqcodec.fileio import atomic_write  # noqa: E402
+from vqcodec.fileio import atomic_write, sha256_bytes  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
-from vqcodec.training.pieces import join_pieces, split_file  # noqa: E402
 
 
 def make_shard(
@@ -65,6 +68,41 @@ def make_shard(
         used += buf.tell()
         count += 1
     return count, used
+
+
+def split_file(path: str | Path, out_dir: str | Path, max_bytes: int = 15 * 2**20) -> Path:
+    """Split ``path`` into pieces of at most ``max_bytes`` in ``out_dir``; returns the manifest path."""
+    path, out_dir = Path(path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = path.read_bytes()
+    pieces = []
+    for i, start in enumerate(range(0, max(len(data), 1), max_bytes)):
+        chunk = data[start : start + max_bytes]
+        name = f"{path.name}.part{i:03d}"
+        atomic_write(out_dir / name, chunk, force=True)
+        pieces.append({"file": name, "bytes": len(chunk), "sha256": sha256_bytes(chunk)})
+    manifest = out_dir / f"{path.name}.pieces.json"
+    text = json.dumps({"name": path.name, "bytes": len(data), "sha256": sha256_bytes(data), "pieces": pieces}, indent=1)
+    atomic_write(manifest, text.encode(), force=True)
+    return manifest
+
+
+def join_pieces(manifest: str | Path, dest: str | Path | None = None) -> Path:
+    """Rebuild the file a manifest describes (beside it unless ``dest``), verifying every checksum."""
+    manifest = Path(manifest)
+    info = json.loads(manifest.read_text())
+    parts = []
+    for piece in info["pieces"]:
+        chunk = (manifest.parent / piece["file"]).read_bytes()
+        if sha256_bytes(chunk) != piece["sha256"]:
+            raise ValueError(f"{piece['file']}: SHA-256 mismatch (damaged or incomplete transfer)")
+        parts.append(chunk)
+    data = b"".join(parts)
+    if sha256_bytes(data) != info["sha256"]:
+        raise ValueError(f"{info['name']}: SHA-256 of the joined pieces does not match the manifest")
+    dest = Path(dest) if dest else manifest.parent / info["name"]
+    atomic_write(dest, data, force=True)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""One command for the README's results: evaluate, plot, and rewrite the README section.
+"""One command for the published results: evaluate, plot, and rewrite the results block of docs/evaluation.md.
 
     python scripts/report.py --data ../shared/data/kodak --name kodak
 
 Runs ``scripts/evaluate.py`` (resumable) into ``results/<name>``, ``scripts/plot_rd.py``, copies the
-RD plot to ``docs/img/rd_<name>.png`` and replaces the README block between
+RD plot to ``docs/img/rd_<name>.png`` and replaces the block (in ``--readme``, default docs/evaluation.md) between
 ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` with the table: per vqcodec level, the
 best classical codec at the same bpp (lowest LPIPS-Squeeze among those that reached the target
 on every image, plain or resampled), and how far vqcodec is from the target of half its
@@ -26,8 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))  # importable by name, so evaluate's w
 
 import evaluate  # noqa: E402
 import plot_rd  # noqa: E402
-
-from vqcodec.evaluation.readme import replace_block  # noqa: E402
+from _readme import replace_block  # noqa: E402
 
 
 def table(summary: list[dict]) -> str:
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--name", required=True, help="data set name: results/<name>, README block <name>")
-    p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--readme", default=str(ROOT / "docs" / "evaluation.md"), help="Markdown file whose results block is rewritten")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sheet-image", default="kodim23.png", help="image for the visual comparison sheet")
     args, rest = p.parse_known_args(argv)

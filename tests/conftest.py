@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny random-init models written to temporary files (never the shipped model)."""
+"""Shared fixtures: tiny random-init models written to temporary files (never the shipped model).
+
+The model recipe lives in :mod:`vqcodec.testing.models`; its names are re-exported here for the
+tests that import them from ``conftest``.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from vqcodec.models import VQGAN, ModelConfig
-from vqcodec.training.levels import priors_from_counts
-from vqcodec.weights import save_model
-
-TAMING_DDCONFIG = {
-    "double_z": False, "z_channels": 32, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-    "ch_mult": [1, 1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
-}
-
-
-def tiny_config(backbone: str = "taef2", name: str = "tiny") -> ModelConfig:
-    if backbone == "taming":
-        return ModelConfig(name=name, backbone="taming", n_embed=64, embed_dim=4, ddconfig=dict(TAMING_DDCONFIG))
-    return ModelConfig(name=name, backbone="taef2", n_embed=64, embed_dim=4, taef2_channels=8,
-                       taef2_latent_channels=4, stage_channels=8)
-
-
-def tiny_model(backbone: str = "taef2", name: str = "tiny", levels: tuple[int, ...] = (16, 4), seed: int = 0) -> VQGAN:
-    torch.manual_seed(seed)
-    model = VQGAN(tiny_config(backbone, name)).eval()
-    for size in levels:
-        model.add_level(model.codebook()[:size] + 0.01)
-    return model
-
-
-def skewed_priors(model: VQGAN) -> dict[int, torch.Tensor]:
-    counts = {}
-    for level in model.levels:
-        c = torch.arange(level, 0, -1, dtype=torch.long) ** 2
-        counts[level] = c
-    return priors_from_counts(counts)
+from vqcodec.testing.models import (  # noqa: F401 - re-exported for the tests
+    TAMING_DDCONFIG,
+    random_squeezenet,
+    save_tiny_model,
+    skewed_priors,
+    tiny_config,
+    tiny_model,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -46,23 +27,6 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Never touch the user's cache or download anything from tests."""
     monkeypatch.setenv("VQCODEC_HOME", str(tmp_path_factory.mktemp("vqcodec_home")))
     torch.set_num_threads(1)
-
-
-def save_tiny_model(path: Path) -> Path:
-    """Write the default tiny model with skewed priors to ``path``."""
-    model = tiny_model()
-    save_model(path, model, skewed_priors(model))
-    return path
-
-
-def require_squeezenet() -> None:
-    """Skip the calling test when the LPIPS-Squeeze backbone (../shared/weights) is absent."""
-    from vqcodec.metrics import squeezenet_backbone_path
-
-    try:
-        squeezenet_backbone_path()
-    except FileNotFoundError:
-        pytest.skip("LPIPS-Squeeze backbone (../shared/weights) not present")
 
 
 def load_script(name: str):
@@ -80,6 +44,13 @@ def tiny_model_path(tmp_path: Path) -> Path:
     return save_tiny_model(tmp_path / "tiny.safetensors")
 
 
+@pytest.fixture(scope="session")
+def squeezenet_path(tmp_path_factory) -> Path:
+    """A random-init SqueezeNet-1.1 state dict standing in for the ImageNet backbone: LPIPS-Squeeze
+    and KID-Squeeze code runs without ../shared (the numbers mean nothing)."""
+    return random_squeezenet(tmp_path_factory.mktemp("squeezenet") / "squeezenet1_1-random.pth")
+
+
 @pytest.fixture
 def photo() -> np.ndarray:
     """A deterministic 40×57 RGB test image with smooth gradients and an edge."""
@@ -87,3 +58,10 @@ def photo() -> np.ndarray:
     img = np.stack([xx * 4, yy * 6, (xx + yy) * 2], axis=-1) % 256
     img[10:20, 20:40] = [250, 30, 30]
     return img.astype(np.uint8)
+
+
+@pytest.fixture
+def mock_squeezenet(squeezenet_path, monkeypatch) -> Path:
+    """Point LPIPS-Squeeze/KID-Squeeze (and subprocesses) at the random backbone via $VQCODEC_SQUEEZENET."""
+    monkeypatch.setenv("VQCODEC_SQUEEZENET", str(squeezenet_path))
+    return squeezenet_path

@@ -30,7 +30,7 @@ torch.set_num_threads(threads)
 assert torch.get_num_threads() == threads
 codec = Codec.from_pretrained(model, device="cpu")
 for level in (64, 16, 4):
-    data = codec.encode(image, level=level)
+    data = codec.encode(image, level=level).data
     (out / f"{level}.vqc").write_bytes(data)
     np.save(out / f"{level}.npy", np.asarray(codec.decode(data)))
 """
@@ -71,13 +71,13 @@ def test_identical_bytes_and_pixels_across_processes_and_thread_counts(tmp_path,
 
 def test_identical_within_one_process_whatever_the_thread_count(tiny_model_path, image_path):
     codec = Codec.from_pretrained(tiny_model_path, device="cpu")
-    reference = {level: codec.encode(image_path, level=level) for level in LEVELS}
+    reference = {level: codec.encode(image_path, level=level).data for level in LEVELS}
     decoded = {level: np.asarray(codec.decode(data)) for level, data in reference.items()}
     try:
         for threads in (2, 4):
             torch.set_num_threads(threads)
             for level in LEVELS:
-                data = codec.encode(image_path, level=level)
+                data = codec.encode(image_path, level=level).data
                 assert data == reference[level], f"{threads} threads, level {level}"
                 assert np.array_equal(np.asarray(codec.decode(data)), decoded[level])
     finally:
@@ -98,6 +98,7 @@ np.save(sys.argv[3], np.asarray(codec.decode(data)))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not KODAK23.exists(), reason="../shared/data/kodak not present")
 def test_shipped_model_decodes_identical_pixels_at_1_2_4_threads(tmp_path):
     """The real model reaches the CPU kernels whose single-threaded rounding differs (a 256x256 crop
@@ -105,7 +106,7 @@ def test_shipped_model_decodes_identical_pixels_at_1_2_4_threads(tmp_path):
     codec = Codec.from_pretrained(device="cpu")
     crop = np.asarray(Image.open(KODAK23).convert("RGB"))[:256, :256]
     vqc = tmp_path / "crop.vqc"
-    vqc.write_bytes(codec.encode(crop, level=1024))
+    vqc.write_bytes(codec.encode(crop, level=1024).data)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     pixels = {}
     for threads in THREADS:

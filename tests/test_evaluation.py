@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, require_squeezenet, save_tiny_model
+from conftest import load_script, save_tiny_model
 from PIL import Image
 
+from vqcodec.codec import container
+from vqcodec.evaluation.channel import packet_loss_mask, simulate_loss
 from vqcodec.evaluation.classical import Trials, available_codecs
 from vqcodec.metrics import fid, inception_features
 
@@ -56,8 +58,7 @@ def test_fid_needs_and_loads_user_weights(tmp_path):
     assert fid(a, b) < 0.2 < fid(a, b + 2)
 
 
-def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
-    require_squeezenet()
+def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path, mock_squeezenet):
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
@@ -85,8 +86,7 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path):
     assert (out / "rd.png").stat().st_size > 10_000 and (out / "rd.svg").exists()
 
 
-def test_evaluate_loss_script_end_to_end(tmp_path):
-    require_squeezenet()
+def test_evaluate_loss_script_end_to_end(tmp_path, mock_squeezenet):
     from vqcodec.models.restorer import IndexRestorer, RestorerConfig
     from vqcodec.weights import load_model, save_restorer
 
@@ -113,7 +113,21 @@ def test_evaluate_loss_script_end_to_end(tmp_path):
     assert (out / "quality_vs_loss.png").exists() and (out / "restored_img1_L16.png").exists()
     text = readme.read_text()
     assert "old" not in text and "| 16 | 20% |" in text and "quality_vs_loss.png" in text
-    assert "docs/img/restored.jpg" in text and (tmp_path / "docs/img/restored.jpg").exists()
+    assert "](img/restored.jpg)" in text and (tmp_path / "img/restored.jpg").exists()
     rows = (out / "per_image.csv").read_text().count("\n")
     assert load_script("evaluate_loss").main(args) == 0  # resumed: nothing recomputed
     assert (out / "per_image.csv").read_text().count("\n") == rows
+
+
+@pytest.mark.parametrize("packets, fraction, seed", [(5, 0.2, 0), (20, 0.3, 1), (20, 0.5, 7), (8, 0.0, 3), (8, 1.0, 3)])
+def test_packet_loss_mask_loses_the_packets_simulate_loss_drops(packets, fraction, seed):
+    grid = (7, 11)
+    header = container.Header(model_id="m", fingerprint=bytes(8), level=16, width=grid[1] * 16, height=grid[0] * 16,
+                              grid_width=grid[1], grid_height=grid[0], factor=16, entropy_model=0,
+                              flags=container.FLAG_PACKETIZED, packets=packets)
+    stream = container.Stream(header, packets={k: b"" for k in range(packets)})
+    lost = set(range(packets)) - set(simulate_loss(stream, fraction, "packet", seed).packets)
+    assert len(lost) == round(fraction * packets)
+    layout = container.packet_assignment(*grid, packets)
+    known = packet_loss_mask(grid, packets, fraction, seed)
+    assert known.shape == grid and torch.equal(known, torch.from_numpy(~np.isin(layout, sorted(lost))))

@@ -1,8 +1,5 @@
 """Property-based checks: whatever bytes arrive, decoding ends in an image or a VQCodecError."""
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 import torch
@@ -10,9 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vqcodec import Codec
+from vqcodec.codec import container
 from vqcodec.codec.container import MAGIC, Header, pack, unpack
 from vqcodec.entropy import StaticPrior, decode_symbols
 from vqcodec.errors import BitstreamError, ModelMismatchError, VQCodecError
+from vqcodec.testing.fuzz import fix_crcs
+from vqcodec.testing.models import skewed_priors, tiny_model
 
 
 @given(st.binary(max_size=200))
@@ -61,9 +61,9 @@ def test_valid_crc_hostile_fields(tiny_model_path, width, height, level, entropy
 
 def test_header_claiming_gigapixels_is_refused_cheaply(tiny_model_path):
     codec = _codec(tiny_model_path)
-    body = MAGIC + bytes([1, 0, 4]) + b"tiny" + codec.fingerprint + struct.pack("<IIIHHBBI", 64, 65535, 65535, 4096, 4096, 16, 1, 0)
+    header = Header("tiny", codec.fingerprint, 64, 65535, 65535, 4096, 4096, 16, 1)
     with pytest.raises(BitstreamError, match="limit"):
-        codec.decode(body + struct.pack("<I", zlib.crc32(body)))
+        codec.decode(pack(header, b""))
 
 
 _CODECS: dict = {}
@@ -79,29 +79,26 @@ def _codec(path) -> Codec:
 def test_decode_output_is_deterministic(tiny_model_path):
     codec = _codec(tiny_model_path)
     img = np.random.default_rng(3).integers(0, 256, (33, 47, 3), dtype=np.uint8)
-    data = codec.encode(img, level=16)
+    data = codec.encode(img, level=16).data
     assert np.array_equal(np.asarray(codec.decode(data)), np.asarray(codec.decode(data)))
-
-
-def _fix_crc(data: bytes) -> bytes:
-    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
 def test_every_truncation_of_a_real_file_is_a_bitstream_error(tiny_model_path, photo):
     codec = _codec(tiny_model_path)
-    data = codec.encode(photo, level=16)
+    data = codec.encode(photo, level=16).data
     for cut in range(len(data)):
         with pytest.raises(BitstreamError):
             codec.decode(data[:cut])
         with pytest.raises(BitstreamError):
-            codec.decode(_fix_crc(data[:cut]) if cut >= 11 else data[:cut])
+            codec.decode(fix_crcs(data[:cut]))
 
 
 def test_every_truncation_of_a_packetized_file_decodes_or_fails_cleanly(tiny_model_path, photo):
     """Once the header is complete, missing packet bytes are lost packets: an image all the same."""
     codec = _codec(tiny_model_path)
-    data = codec.encode(photo, level=16, packets=4)
-    header_end = 7 + data[6] + 28 + 4 + 2  # fixed fields, header CRC, and the 2 bytes any packet needs
+    data = codec.encode(photo, level=16, packets=4).data
+    packets = container.read(data).packets.values()
+    header_end = len(data) - sum(container.PACKET_OVERHEAD + len(p) for p in packets)  # the header and its CRC
     for cut in range(len(data)):
         try:
             image = codec.decode(data[:cut])
@@ -116,16 +113,16 @@ def test_every_truncation_of_a_packetized_file_decodes_or_fails_cleanly(tiny_mod
 def test_bit_flips_past_the_crc_reach_the_decoder(tiny_model_path, photo, data):
     """Bit flips with the CRC recomputed get past the checksum; every one still ends cleanly."""
     codec = _codec(tiny_model_path)
-    original = codec.encode(photo, level=16)
+    original = codec.encode(photo, level=16).data
     corrupt = bytearray(original[:-4])
     for _ in range(data.draw(st.integers(1, 3))):
         corrupt[data.draw(st.integers(0, len(corrupt) - 1))] ^= 1 << data.draw(st.integers(0, 7))
-    flipped = _fix_crc(bytes(corrupt) + b"\0" * 4)
+    flipped = fix_crcs(bytes(corrupt) + b"\0" * 4)
     try:
         image = codec.decode(flipped)
     except VQCodecError:
         return
-    header = codec.read_header(flipped)
+    header = container.read(flipped, codec.max_pixels).header
     assert image.size == (header.width, header.height)
 
 
@@ -148,14 +145,12 @@ def test_image_too_wide_for_the_format_is_an_image_error(tiny_model_path, monkey
 
 def _planted_model_file(tmp_path, monkeypatch, photo) -> bytes:
     """A .vqc whose model id names a model file planted in the working directory."""
-    from conftest import skewed_priors, tiny_model
-
     from vqcodec.weights import save_model
 
     monkeypatch.chdir(tmp_path)
     model = tiny_model(name="planted.safetensors")
     save_model(tmp_path / "planted.safetensors", model, skewed_priors(model))
-    return Codec.from_pretrained("planted.safetensors", device="cpu").encode(photo)
+    return Codec.from_pretrained("planted.safetensors", device="cpu").encode(photo).data
 
 
 def test_api_never_loads_the_model_a_file_names_from_a_local_path(tmp_path, monkeypatch, photo):

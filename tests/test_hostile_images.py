@@ -17,6 +17,7 @@ from conftest import save_tiny_model
 from PIL import Image
 
 from vqcodec import Codec
+from vqcodec.codec import container
 from vqcodec.codec.image_io import ImageWarning, load_image
 from vqcodec.errors import ImageError
 
@@ -106,8 +107,8 @@ def test_pillow_bomb_guard_holds_when_our_limit_is_raised():
 @pytest.mark.parametrize("size", [(1, 1), (65535, 1)])
 def test_tiny_and_extreme_aspect_images_round_trip(codec, size):
     """1×1 and 65535×1 encode and decode to the same size (65535×1 is a 4096×1 grid)."""
-    data = codec.encode(_noise(*size), level=16)
-    header = codec.read_header(data)
+    data = codec.encode(_noise(*size), level=16).data
+    header = container.read_header(data)
     assert (header.width, header.height, header.grid_width, header.grid_height) == (*size, -(-size[0] // 16), 1)
     assert codec.decode(data).size == size
 
@@ -128,7 +129,7 @@ def test_cmyk_jpeg_is_converted_by_pillow(codec, tmp_path):
     im = load_image(path)
     assert im.mode == "RGB" and im.size == (33, 17)
     assert np.abs(np.asarray(im).astype(int) - [0, 255, 255]).max() <= 3
-    assert codec.decode(codec.encode(path)).size == (33, 17)
+    assert codec.decode(codec.encode(path).data).size == (33, 17)
 
 
 def test_palette_with_transparency_drops_alpha_with_a_warning(codec):
@@ -139,7 +140,7 @@ def test_palette_with_transparency_drops_alpha_with_a_warning(codec):
         im = load_image(data)
     assert np.all(np.asarray(im) == [200, 100, 50])
     with pytest.warns(ImageWarning, match="alpha"):
-        assert codec.decode(codec.encode(Image.open(io.BytesIO(data)))).size == (20, 10)
+        assert codec.decode(codec.encode(Image.open(io.BytesIO(data))).data).size == (20, 10)
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG"])
@@ -173,8 +174,8 @@ def test_exif_orientation_is_applied(orientation):
 def test_exif_rotation_sets_the_encoded_size(codec):
     exif = Image.Exif()
     exif[0x0112] = 6
-    data = codec.encode(load_image(_save(_noise(40, 17), "JPEG", exif=exif)))
-    header = codec.read_header(data)
+    data = codec.encode(load_image(_save(_noise(40, 17), "JPEG", exif=exif))).data
+    header = container.read_header(data)
     assert (header.width, header.height) == (17, 40)
 
 

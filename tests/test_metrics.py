@@ -1,3 +1,7 @@
+"""Metrics: exact values on known inputs, and LPIPS-/KID-Squeeze wired to their backbone. The wiring
+runs on a random-init backbone (``squeezenet_path``); the same checks on the real ImageNet weights
+in ../shared are marked ``slow``."""
+
 import pytest
 import torch
 
@@ -21,20 +25,31 @@ def test_missing_backbone_is_a_clear_error(tmp_path):
         squeezenet_backbone_path(tmp_path / "nope.pth")
 
 
-def _shared_backbone():
+@pytest.fixture(params=["random", pytest.param("shared", marks=pytest.mark.slow)])
+def backbone(request, squeezenet_path):
+    """The random-init stand-in, and (marked slow) the real ImageNet weights from ../shared."""
+    if request.param == "random":
+        return squeezenet_path
     try:
         return squeezenet_backbone_path()
     except FileNotFoundError:
         pytest.skip("../shared/weights/squeezenet1_1 not present")
 
 
-def test_lpips_squeeze_matches_the_lpips_package(tmp_path, monkeypatch):
+def test_random_backbone_is_the_same_every_time(squeezenet_path, tmp_path):
+    from vqcodec.testing.models import random_squeezenet
+
+    state = torch.load(squeezenet_path, weights_only=True)
+    again = torch.load(random_squeezenet(tmp_path / "again.pth"), weights_only=True)
+    assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
+
+
+def test_lpips_squeeze_matches_the_lpips_package(backbone, tmp_path, monkeypatch):
     """Our loader must give exactly what lpips gives with the same trunk in torchvision's cache."""
     import shutil
 
     import lpips
 
-    backbone = _shared_backbone()
     hub = tmp_path / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     shutil.copy(backbone, hub / "squeezenet1_1-b8a52dc0.pth")
@@ -71,10 +86,10 @@ def test_patches_cover_the_image():
     assert patches(x[..., :100, :100]).shape[0] == 0
 
 
-def test_squeezenet_features_are_pretrained():
+def test_squeezenet_features_load_the_backbone(backbone):
     from vqcodec.metrics import squeezenet_features
 
-    feats = squeezenet_features(_shared_backbone())
+    feats = squeezenet_features(backbone)
     x = torch.rand(2, 3, 128, 128)
     f = feats(x)
     assert f.shape == (2, 512) and torch.isfinite(f).all() and float(f.abs().sum()) > 0

@@ -10,13 +10,22 @@ from PIL import Image
 
 from vqcodec import Codec
 from vqcodec.cli import main
-from vqcodec.codec import container
+from vqcodec.codec import container, payload
 from vqcodec.codec.restore import restore_fixed, restore_neighbour, restore_transformer
 from vqcodec.errors import VQCodecError, WeightsError
+from vqcodec.evaluation.channel import decode_with_loss
 from vqcodec.models.restorer import IndexRestorer, RestorerConfig
 from vqcodec.weights import load_restorer, save_model, save_restorer
 
 PACKETS = 6
+
+
+def split_packets(data: bytes) -> tuple[bytes, list[bytes]]:
+    """What a sender transmits: the header with its CRC, then each packet's bytes (packets are in order)."""
+    stream = container.read(data)
+    sizes = [container.PACKET_OVERHEAD + len(stream.packets[k]) for k in range(stream.header.packets)]
+    offsets = list(itertools.accumulate(sizes, initial=len(data) - sum(sizes)))
+    return data[: offsets[0]], [data[a:b] for a, b in itertools.pairwise(offsets)]
 
 
 @pytest.fixture
@@ -41,22 +50,23 @@ def test_packet_assignment_scatters_neighbours():
 
 
 def test_each_packet_decodes_alone(codec, big_photo):
-    data = codec.encode(big_photo, level=16, packets=PACKETS)
-    head, packets = container.split_packets(data)
+    data = codec.encode(big_photo, level=16, packets=PACKETS).data
+    head, packets = split_packets(data)
     assert len(packets) == PACKETS
-    full, known, _ = codec._read_indices(container.read(data))
-    assert known.all()
-    layout = torch.from_numpy(container.packet_assignment(*full.shape, PACKETS))
+    entropy = codec.entropy.for_level(16)
+    full = payload.read(container.read(data), entropy)
+    assert full.known.all() and full.packets_lost == []
+    layout = container.packet_assignment(*full.indices.shape, PACKETS)
     for k, packet in enumerate(packets):
-        indices, known, report = codec._read_indices(container.read(head + packet))
-        assert report.packets_lost == [i for i in range(PACKETS) if i != k]
-        assert torch.equal(known, layout == k)
-        assert torch.equal(indices[known], full[known])
+        grid = payload.read(container.read(head + packet), entropy)
+        assert grid.packets_lost == [i for i in range(PACKETS) if i != k]
+        assert np.array_equal(grid.known, layout == k)
+        assert np.array_equal(grid.indices[grid.known], full.indices[grid.known])
 
 
 def test_any_subset_of_packets_decodes(codec, big_photo):
-    data = codec.encode(big_photo, level=16, packets=4)
-    head, packets = container.split_packets(data)
+    data = codec.encode(big_photo, level=16, packets=4).data
+    head, packets = split_packets(data)
     for r in range(len(packets) + 1):
         for subset in itertools.combinations(range(len(packets)), r):
             image, report = codec.decode_with_report(head + b"".join(packets[k] for k in subset), restore="neighbour")
@@ -66,14 +76,14 @@ def test_any_subset_of_packets_decodes(codec, big_photo):
 
 
 def test_lossless_packetized_decode_equals_plain(codec, big_photo):
-    plain = codec.decode(codec.encode(big_photo, level=16))
-    packetized = codec.decode(codec.encode(big_photo, level=16, packets=PACKETS))
+    plain = codec.decode(codec.encode(big_photo, level=16).data)
+    packetized = codec.decode(codec.encode(big_photo, level=16, packets=PACKETS).data)
     assert np.array_equal(np.asarray(plain), np.asarray(packetized))
 
 
 def test_corrupted_packet_is_lost_and_later_packets_survive(codec, big_photo):
-    data = codec.encode(big_photo, level=16, packets=PACKETS)
-    head, packets = container.split_packets(data)
+    data = codec.encode(big_photo, level=16, packets=PACKETS).data
+    head, packets = split_packets(data)
     damaged = bytearray(packets[2])
     damaged[len(damaged) // 2] ^= 0x10
     stream = container.read(head + b"".join(packets[:2]) + bytes(damaged) + b"".join(packets[3:]))
@@ -82,19 +92,21 @@ def test_corrupted_packet_is_lost_and_later_packets_survive(codec, big_photo):
     stream = container.read(head + packets[0] + b"\xa5\x5agarbage" + packets[4] + packets[4] + packets[5])
     assert sorted(stream.packets) == [0, 4, 5]
     # a packet of a file with another header is refused by its CRC (which starts from the header's CRC)
-    other = codec.encode(big_photo[:, :-16].copy(), level=16, packets=PACKETS)
-    assert container.read(head + container.split_packets(other)[1][1]).packets == {}
+    other = codec.encode(big_photo[:, :-16].copy(), level=16, packets=PACKETS).data
+    assert container.read(head + split_packets(other)[1][1]).packets == {}
 
 
 def test_corrupted_header_is_an_error(codec, big_photo):
-    data = bytearray(codec.encode(big_photo, level=16, packets=PACKETS))
+    data = bytearray(codec.encode(big_photo, level=16, packets=PACKETS).data)
     data[12] ^= 1
     with pytest.raises(VQCodecError, match="header"):
         codec.decode(bytes(data))
 
 
 def test_packet_bytes_bounds_every_payload(codec, big_photo):
-    data = codec.encode(big_photo, level=64, packet_bytes=6)
+    encoded = codec.encode(big_photo, level=64, packet_bytes=6)
+    data = encoded.data
+    assert encoded.header == container.read_header(data)
     stream = container.read(data)
     assert stream.header.packets > 1
     assert max(len(p) for p in stream.packets.values()) <= 6
@@ -144,15 +156,16 @@ def test_codec_uses_the_restorer_beside_the_model(tmp_path, big_photo):
                   plain.fingerprint)
     codec = Codec.from_pretrained(path, device="cpu")
     assert codec.restorer is not None
-    data = codec.encode(big_photo, level=16, packets=PACKETS)
-    image, report = codec.decode_with_report(data, simulate_loss=0.34, seed=2)
+    data = codec.encode(big_photo, level=16, packets=PACKETS).data
+    image, report = decode_with_loss(codec, data, 0.34, seed=2)
     assert report.restored_with == "transformer" and len(report.packets_lost) == 2 and image.size == (130, 96)
-    again, _ = codec.decode_with_report(data, simulate_loss=0.34, seed=2)
+    again, _ = decode_with_loss(codec, data, 0.34, seed=2)
     assert np.array_equal(np.asarray(image), np.asarray(again))
-    _, report = codec.decode_with_report(codec.encode(big_photo, level=16), simulate_loss=0.2, loss_unit="index", seed=1)
+    plain = codec.encode(big_photo, level=16).data
+    _, report = decode_with_loss(codec, plain, 0.2, unit="index", seed=1)
     assert report.indices_lost == round(0.2 * report.indices) and report.packets == 0
     with pytest.raises(VQCodecError, match="packetized"):
-        codec.decode_with_report(codec.encode(big_photo, level=16), simulate_loss=0.2)
+        decode_with_loss(codec, plain, 0.2)
 
 
 def test_cli_packets_info_and_simulated_loss(tmp_path, tiny_model_path, big_photo, capsys):

@@ -7,6 +7,7 @@ from conftest import TAMING_DDCONFIG, tiny_model
 
 from vqcodec import Codec, registry
 from vqcodec.errors import WeightsError
+from vqcodec.fileio import download, sha256_bytes, sha256_file
 from vqcodec.taming_checkpoint import load_taming
 
 
@@ -38,7 +39,7 @@ def test_taming_layout_loads_strictly(tmp_path):
 def test_taming_checkpoint_round_trips_through_codec(tmp_path, photo):
     write_taming_checkpoint(tmp_path / "vqgan_tiny")
     codec = Codec.from_pretrained(tmp_path / "vqgan_tiny" / "checkpoints" / "last.ckpt", device="cpu")
-    assert codec.decode(codec.encode(photo)).size == (57, 40)
+    assert codec.decode(codec.encode(photo).data).size == (57, 40)
 
 
 def test_registered_taming_model_from_cache_dir(tmp_path, monkeypatch):
@@ -65,6 +66,17 @@ def test_download_failure_is_a_weights_error(tmp_path, monkeypatch):
                               url="http://127.0.0.1:9/nothing-listens-here")
     with pytest.raises(WeightsError, match="place the file at"):
         registry._locate(spec, spec.filename, spec.url, None, download=True)
+
+
+def test_download_is_verified_before_the_file_appears(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"weights")
+    dest = tmp_path / "cache" / "w.bin"
+    with pytest.raises(WeightsError, match="SHA-256"):
+        download(source.as_uri(), dest, "0" * 64)
+    assert list(dest.parent.iterdir()) == []  # no partial or unverified file left behind
+    digest = sha256_bytes(b"weights")
+    assert download(source.as_uri(), dest, digest) == digest == sha256_file(dest)
 
 
 def test_weights_override_checked_against_sha(tmp_path, monkeypatch):

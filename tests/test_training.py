@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, require_squeezenet, tiny_config
+from conftest import load_script, tiny_config
 from PIL import Image
 
 from vqcodec import Codec
 from vqcodec.models import VQGAN
 from vqcodec.training.data import RandomCrops
-from vqcodec.training.levels import index_counts, kmeans_codebook, priors_from_counts
+from vqcodec.training.levels import index_counts, keep_finetuned, kmeans_codebook, priors_from_counts
+from vqcodec.training.loop import TrainingRun
 from vqcodec.training.losses import LossConfig
 from vqcodec.training.trainer import TrainConfig, crop_loader, load_checkpoint_model, train
 from vqcodec.weights import load_model, save_model
@@ -33,8 +34,7 @@ def photo_dir(tmp_path):
     return folder
 
 
-def test_train_resume_export_and_levels(tmp_path, photo_dir):
-    require_squeezenet()
+def test_train_resume_export_and_levels(tmp_path, photo_dir, mock_squeezenet):
     cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=4, batch_size=2, crop=32,
                       restart_every=2, checkpoint_every=2, sample_every=2, kmeans_samples=64, loss=LossConfig(disc_start=2))
     model_cfg = tiny_config()
@@ -65,7 +65,7 @@ def test_train_resume_export_and_levels(tmp_path, photo_dir):
     decoder_kept = report["8"]["kept"] == "tuned_decoder"
     assert decoder_kept == any(k.startswith("decoder.") for k in built.model.level_overrides[8])
     image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
-    assert built.decode(built.encode(image)).size == (50, 40)
+    assert built.decode(built.encode(image).data).size == (50, 40)
 
     batches = [torch.rand(1, 3, 32, 48) for _ in range(3)]
     usage = index_counts(model, batches, [64])[64]
@@ -76,12 +76,11 @@ def test_train_resume_export_and_levels(tmp_path, photo_dir):
     save_model(path, model, priors_from_counts(counts))
     codec = Codec.from_pretrained(path, device="cpu")
     assert codec.levels == [64, 8]
-    assert codec.decode(codec.encode(np.zeros((20, 30, 3), np.uint8), level=8)).size == (30, 20)
+    assert codec.decode(codec.encode(np.zeros((20, 30, 3), np.uint8), level=8).data).size == (30, 20)
 
 
-def test_distributed_training_two_cpu_processes(tmp_path, photo_dir):
+def test_distributed_training_two_cpu_processes(tmp_path, photo_dir, mock_squeezenet):
     """torchrun with 2 processes on the gloo backend trains and checkpoints once, from rank 0."""
-    require_squeezenet()
     out = tmp_path / "ddp"
     worker = Path(__file__).resolve().parent / "helpers" / "ddp_train.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -96,8 +95,8 @@ def test_distributed_training_two_cpu_processes(tmp_path, photo_dir):
 
 
 def test_checkpoint_pieces_round_trip_and_damage(tmp_path):
-    from vqcodec.training.pieces import join_pieces, split_file
-
+    kit = load_script("gpu_kit")
+    split_file, join_pieces = kit.split_file, kit.join_pieces
     original = tmp_path / "last.pt"
     original.write_bytes(np.random.default_rng(0).integers(0, 256, 10_000, dtype=np.uint8).tobytes())
     manifest = split_file(original, tmp_path / "out", max_bytes=3000)
@@ -134,8 +133,7 @@ def test_loader_processes_draw_different_crops(photo_dir):
     assert not torch.equal(first, second)
 
 
-def test_new_run_starts_from_an_exported_model(tmp_path, photo_dir):
-    require_squeezenet()
+def test_new_run_starts_from_an_exported_model(tmp_path, photo_dir, mock_squeezenet):
     start = VQGAN(tiny_config())
     save_model(tmp_path / "start.safetensors", start)
     exported = load_model(tmp_path / "start.safetensors").model
@@ -144,3 +142,45 @@ def test_new_run_starts_from_an_exported_model(tmp_path, photo_dir):
     ckpt = train(cfg, exported.config)
     for key, value in exported.state_dict().items():
         assert torch.equal(load_checkpoint_model(ckpt, ema=False).state_dict()[key], value), key
+
+
+def test_decoder_only_training_keeps_encoder_and_codebook(tmp_path, photo_dir, mock_squeezenet):
+    """--train-only decoder: files encoded before keep their indices, only the picture changes."""
+    start = VQGAN(tiny_config())
+    save_model(tmp_path / "start.safetensors", start)
+    second = tmp_path / "second"
+    second.mkdir()
+    Image.open(photo_dir / "p0.png").transpose(Image.FLIP_TOP_BOTTOM).save(second / "q.png")
+    cfg = TrainConfig(data=[str(photo_dir), str(second)], out=str(tmp_path / "run"), steps=3, batch_size=2, crop=32,
+                      restart_every=1, init_model=str(tmp_path / "start.safetensors"), train_only="decoder",
+                      loss=LossConfig(mse_weight=10.0, perceptual_weight=0.0))
+    trained = load_checkpoint_model(train(cfg, start.config), ema=False).state_dict()
+    before = load_model(tmp_path / "start.safetensors").model.state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv.", "quantize."))]
+    assert frozen and all(torch.equal(trained[k], before[k]) for k in frozen)
+    assert any(not torch.equal(trained[k], before[k]) for k in before if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="train_only"):
+        train(TrainConfig(data=str(photo_dir), out=str(tmp_path / "bad"), train_only="encoder"), start.config)
+
+
+def test_finetuned_level_is_kept_only_when_better_in_psnr_and_lpips():
+    kmeans = {"psnr": 25.0, "lpips_sq": 0.20}
+    assert keep_finetuned(kmeans, {"psnr": 25.1, "lpips_sq": 0.19})
+    assert not keep_finetuned(kmeans, {"psnr": 26.0, "lpips_sq": 0.21})  # more fidelity, worse perceptually
+    assert not keep_finetuned(kmeans, {"psnr": 24.9, "lpips_sq": 0.10})  # the reverse
+    assert not keep_finetuned(kmeans, dict(kmeans))  # a tie keeps the K-means level
+
+
+def test_training_run_checkpoints_averages_and_budget(tmp_path):
+    run = TrainingRun(tmp_path / "run", max_minutes=1)
+    assert run.load() is None
+    run.save({"step": 3, "w": torch.ones(2)})
+    assert run.load()["step"] == 3 and [p.name for p in (tmp_path / "run").iterdir()] == ["last.pt"]
+    TrainingRun(tmp_path / "run", main=False).save({"step": 9})  # not the first rank: writes nothing
+    assert run.load()["step"] == 3
+    run.add({"l1": 1.0})
+    run.add({"l1": 3.0})
+    assert run.means() == {"l1": 2.0} and run.means() == {}
+    assert not run.should_stop(1)
+    run.started -= 61
+    assert run.should_stop(1) and not run.should_stop(1, agree=lambda local: False)

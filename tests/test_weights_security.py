@@ -138,6 +138,7 @@ def test_registered_weights_are_verified_by_sha256(good, monkeypatch):
     assert registry.load("fake", download=False)[0] == "fake"
 
 
+@pytest.mark.slow
 def test_default_model_is_pinned_by_sha256():
     spec = registry.REGISTRY[registry.DEFAULT_MODEL]
     assert spec.sha256 and len(spec.sha256) == 64

@@ -6,7 +6,7 @@
 """
 
 from .api import decode, encode
-from .codec import Codec
+from .codec import Codec, DecodedImage, DecodeReport, EncodedImage
 from .errors import (
     BitstreamError,
     ImageError,
@@ -19,6 +19,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "encode", "decode", "Codec", "VQCodecError", "BitstreamError", "UnsupportedVersionError",
+    "encode", "decode", "Codec", "EncodedImage", "DecodedImage", "DecodeReport",
+    "VQCodecError", "BitstreamError", "UnsupportedVersionError",
     "ModelMismatchError", "ImageError", "WeightsError", "__version__",
 ]

@@ -8,8 +8,9 @@ from pathlib import Path
 from PIL import Image
 
 from .codec import Codec
-from .codec.codec import ImageLike
-from .codec.container import read
+from .codec.container import read_header
+from .codec.image_io import ImageLike
+from .registry import DEFAULT_MODEL, model_named_by_file
 
 
 @lru_cache(maxsize=4)
@@ -22,15 +23,11 @@ def encode(
 ) -> bytes:
     """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes
     (``packets``: that many independently decodable packets, for lossy channels)."""
-    from .registry import DEFAULT_MODEL
-
-    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, packets=packets)
+    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, packets=packets).data
 
 
 def decode(data: bytes, model: str | Path | None = None, device: str = "auto", **options) -> Image.Image:
     """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given.
-    Lost packets are restored; ``options`` as :meth:`Codec.decode_with_report`."""
-    from .registry import model_named_by_file
-
-    name = str(model) if model else model_named_by_file(read(data).header.model_id)
+    Lost packets are restored; ``options`` as :meth:`Codec.decode` (``restore``, ``restore_steps``)."""
+    name = str(model) if model else model_named_by_file(read_header(data).model_id)
     return _codec(name, device).decode(data, **options)

@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, registry
-from .codec import Codec, channel, container
+from .codec import Codec, container
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
+from .entropy import NAMES as ENTROPY_NAMES
 from .errors import VQCodecError
+from .evaluation import channel
 from .fileio import atomic_write
 
 log = logging.getLogger("vqcodec")
@@ -98,7 +100,7 @@ def _write(path: str, data: bytes, source: str, force: bool) -> None:
     try:
         atomic_write(path, data, force=force)
     except FileExistsError as exc:
-        raise VQCodecError(str(exc)) from None
+        raise VQCodecError(f"{exc} (use --force to overwrite)") from None
 
 
 def _run_batch(items: list[tuple[str, str]], work: Callable[[str, str], str], quiet: bool) -> int:
@@ -154,10 +156,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     def work(src: str, dst: str) -> str:
         codec = codec_for(None)
         image = load_image(_read(src) if src == "-" else src, args.max_pixels)
-        data = codec.encode(image, level=args.level, packets=args.packets, packet_bytes=args.packet_bytes)
-        _write(dst, data, src, args.force)
-        bpp = len(data) * 8 / (image.width * image.height)
-        return f"{src} -> {dst}: {len(data)} bytes, {bpp:.4f} bpp"
+        encoded = codec.encode(image, level=args.level, packets=args.packets, packet_bytes=args.packet_bytes)
+        _write(dst, encoded.data, src, args.force)
+        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp"
 
     return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
 
@@ -168,12 +169,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
     codec_for = _codec_loader(args)
 
     def work(src: str, dst: str) -> str:
-        data = _read(src)
-        header = container.read(data, args.max_pixels).header
-        image, report = codec_for(header.model_id).decode_with_report(
-            data, restore=args.restore, simulate_loss=args.simulate_loss, loss_unit=args.loss_unit, seed=args.seed,
-            restore_steps=args.restore_steps,
-        )
+        stream = container.read(_read(src), args.max_pixels)
+        codec = codec_for(stream.header.model_id)
+        options = {"restore": args.restore, "restore_steps": args.restore_steps}
+        if args.simulate_loss:
+            image, report = channel.decode_with_loss(codec, stream, args.simulate_loss, args.loss_unit, args.seed, **options)
+        else:
+            image, report = codec.decode_with_report(stream, **options)
         _write(dst, encode_image_file(image, "x.png" if dst == "-" else dst), src, args.force)
         note = ""
         if report.packets:
@@ -206,7 +208,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  level        {h.level} codes\n"
             f"  size         {h.width}x{h.height} (grid {h.grid_width}x{h.grid_height}, f{h.factor}, "
             f"padding {h.padding[0]}+{h.padding[1]})\n"
-            f"  entropy      {'static prior' if h.entropy_model == 1 else 'uniform'} (id {h.entropy_model})\n"
+            f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})\n"
             f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
         )

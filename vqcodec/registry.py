@@ -8,16 +8,13 @@ the folder to put it in.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WeightsError
+from .errors import ModelMismatchError, WeightsError
+from .fileio import download as download_file
+from .fileio import sha256_file
 from .models.restorer import IndexRestorer
 from .weights import LoadedModel, load_model, load_restorer
 
@@ -59,7 +56,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="vqgan_imagenet_f16_1024",
             format="taming",
             filename="last.ckpt",
-            sha256=None,  # upstream publishes no checksum; the digest is printed on download
+            sha256=None,  # upstream publishes no checksum
             url=_TAMING_1024.format("ckpts%2Flast.ckpt"),
             config_filename="model.yaml",
             config_url=_TAMING_1024.format("configs%2Fmodel.yaml"),
@@ -84,45 +81,17 @@ DEFAULT_MODEL = "vqcodec-f16"
 def model_named_by_file(model_id: str) -> str:
     """The model a ``.vqc`` file names, if it is registered. A file never chooses a local path:
     that would let a stranger's file make the decoder load weights from the working directory."""
-    from .errors import ModelMismatchError
-
     if model_id not in REGISTRY:
         raise ModelMismatchError(
             f"the file was encoded with model {model_id!r}, which is not registered; "
-            "pass the model file explicitly (--model PATH, or model=PATH) if you have it"
+            "pass the model file's path instead of its name if you have it"
         )
     return model_id
 
 
 def cache_dir() -> Path:
+    """Where downloaded weights live: ``$VQCODEC_HOME``, else ``~/.cache/vqcodec``."""
     return Path(os.environ.get("VQCODEC_HOME") or Path.home() / ".cache" / "vqcodec")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, sha256: str | None) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            shutil.copyfileobj(response, out)
-        digest = sha256_file(Path(tmp))
-        if sha256 and digest != sha256:
-            raise WeightsError(f"download of {url} has SHA-256 {digest}, expected {sha256}")
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise WeightsError(
-            f"cannot download {url} ({exc}); without network access, place the file at {dest}"
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _locate(spec: ModelSpec, filename: str, url: str | None, sha256: str | None, download: bool) -> Path:
@@ -136,7 +105,7 @@ def _locate(spec: ModelSpec, filename: str, url: str | None, sha256: str | None,
         raise WeightsError(f"weights for {spec.name!r} not found: expected {embedded} or {cached}")
     if not download:
         raise WeightsError(f"weights for {spec.name!r} not found at {cached}; download them from {url}")
-    _download(url, cached, sha256)
+    download_file(url, cached, sha256)
     return cached
 
 
@@ -167,7 +136,7 @@ def load(name_or_path: str | Path | None = None, weights: str | Path | None = No
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise WeightsError(f"--weights {path}: no such file")
+            raise WeightsError(f"weights file {path}: no such file")
     else:
         path = _locate(spec, spec.filename, spec.url, spec.sha256, download)
     _verify(path, spec.sha256)

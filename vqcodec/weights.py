@@ -32,7 +32,9 @@ FORMAT = "1"
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:
-    """8-byte digest of the tensors as loaded (names, dtypes, shapes, bytes), written into bitstreams."""
+    """The one identity of a model's weights: the first 8 bytes of SHA-256 over its tensors as
+    loaded (names, dtypes, shapes, bytes). Written into every .vqc header, bound into restorer files
+    and the restorer's grid cache; changing it orphans every existing file."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -78,7 +80,7 @@ def _read_safetensors(path: Path, kind: str) -> tuple[dict[str, str], dict[str, 
 class LoadedModel:
     """A model, its entropy priors per level, and the fingerprint of the file's tensors."""
 
-    def __init__(self, model: VQGAN, priors: dict[int, torch.Tensor], digest: bytes) -> None:
+    def __init__(self, model: VQGAN, priors: dict[int, StaticPrior], digest: bytes) -> None:
         self.model = model
         self.priors = priors
         self.fingerprint = digest
@@ -106,7 +108,7 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(model, priors, fingerprint(tensors))
 
 
-def _add_levels(model: VQGAN, tensors: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+def _add_levels(model: VQGAN, tensors: dict[str, torch.Tensor]) -> dict[int, StaticPrior]:
     """Add the file's levels to ``model`` and return its priors, refusing what decoding would trip on later."""
     base = model.state_dict()
     priors: dict[int, torch.Tensor] = {}
@@ -132,8 +134,7 @@ def _add_levels(model: VQGAN, tensors: dict[str, torch.Tensor]) -> dict[int, tor
     for size, freq in priors.items():
         if size not in model.levels or freq.shape != (size,):
             raise ValueError(f"prior.{size} has {tuple(freq.shape)} entries but the model has no level of that size")
-        StaticPrior(freq.numpy())  # raises ValueError unless the frequencies are valid
-    return priors
+    return {size: StaticPrior(freq.numpy()) for size, freq in priors.items()}  # ValueError unless valid
 
 
 def save_restorer(path: str | Path, restorer: IndexRestorer, model_fingerprint: bytes) -> None:

@@ -50,10 +50,10 @@ MAX_PACKETS = 4096
 MAX_GRID_SIDE = 0xFFFF  # u16 grid fields
 MAX_PACKET_PAYLOAD = 0xFFFF
 PACKET_SYNC = b"\xa5\x5a"
-_FIXED = struct.Struct("<8sIIIHHBBI")
-_FIXED_PACKETIZED = struct.Struct("<8sIIIHHBBH")  # … entropy id, packet count K
-_PACKET_HEAD = struct.Struct("<2sHH")
-PACKET_OVERHEAD = _PACKET_HEAD.size + 4
+FIXED = struct.Struct("<8sIIIHHBBI")
+FIXED_PACKETIZED = struct.Struct("<8sIIIHHBBH")  # … entropy id, packet count K
+PACKET_HEAD = struct.Struct("<2sHH")
+PACKET_OVERHEAD = PACKET_HEAD.size + 4
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Header:
         if max_pixels is not None and padded > max_pixels:
             raise BitstreamError(
                 f"header claims {self.width}x{self.height} pixels ({padded} once padded to the {self.factor}-pixel grid), "
-                f"more than the limit of {max_pixels} (raise it with --max-pixels if you trust this file)"
+                f"more than the limit of {max_pixels} (raise the pixel limit if you trust this file)"
             )
 
 
@@ -109,7 +109,7 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
         raise ValueError(f"model id must be 1..{MAX_MODEL_ID} bytes of UTF-8")
     if len(header.fingerprint) != 8:
         raise ValueError("fingerprint must be 8 bytes")
-    fixed = _FIXED_PACKETIZED if header.packetized else _FIXED
+    fixed = FIXED_PACKETIZED if header.packetized else FIXED
     return (
         MAGIC
         + bytes([VERSION, header.flags, len(model_id)])
@@ -147,18 +147,9 @@ def pack_packets(header: Header, payloads: list[bytes]) -> bytes:
     for k, payload in enumerate(payloads):
         if len(payload) > MAX_PACKET_PAYLOAD:
             raise ValueError(f"packet {k} holds {len(payload)} bytes, more than {MAX_PACKET_PAYLOAD}: use more packets")
-        body = _PACKET_HEAD.pack(PACKET_SYNC, k, len(payload)) + payload
+        body = PACKET_HEAD.pack(PACKET_SYNC, k, len(payload)) + payload
         parts += [body, struct.pack("<I", zlib.crc32(body, head_crc))]
     return b"".join(parts)
-
-
-def split_packets(data: bytes) -> tuple[bytes, list[bytes]]:
-    """A packetized file → (header bytes with CRC, packet byte strings): what a sender transmits."""
-    stream = read(data)
-    if not stream.header.packetized:
-        raise BitstreamError("not a packetized file")
-    head_len = stream.packet_offsets[0][0] if stream.packet_offsets else len(data)
-    return data[:head_len], [data[start:end] for start, end in stream.packet_offsets]
 
 
 @dataclass
@@ -169,7 +160,6 @@ class Stream:
     payload: bytes | None = None
     packets: dict[int, bytes] = field(default_factory=dict)
     damaged_bytes: int = 0  # bytes skipped while looking for valid packets
-    packet_offsets: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def lost_packets(self) -> list[int]:
@@ -184,10 +174,9 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, bytes]:
     return stream.header, stream.payload
 
 
-def read(data: bytes, max_pixels: int | None = None) -> Stream:
-    """Any ``.vqc`` file → :class:`Stream`. A plain file must be intact; a packetized one needs an
-    intact header, and every packet that fails its CRC or is missing is reported as lost."""
-    data = bytes(data)
+def _parse_header(data: bytes) -> tuple[Header, int, int]:
+    """``(header, offset after the fixed fields, last fixed field)``, unvalidated; the last field is
+    the payload length of a plain file and the packet count of a packetized one."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a vqcodec file (bad magic bytes)")
     if len(data) < 7:
@@ -204,17 +193,44 @@ def read(data: bytes, max_pixels: int | None = None) -> Stream:
     if not 1 <= id_len <= MAX_MODEL_ID:
         raise BitstreamError("invalid model id length")
     fixed_at = 7 + id_len
-    packetized = bool(flags & FLAG_PACKETIZED)
-    payload_at = fixed_at + (_FIXED_PACKETIZED if packetized else _FIXED).size
-    if len(data) < payload_at + 4:
+    fixed = FIXED_PACKETIZED if flags & FLAG_PACKETIZED else FIXED
+    if len(data) < fixed_at + fixed.size + 4:  # every file has 4 more bytes: a CRC
         raise BitstreamError("truncated file: header incomplete")
     try:
         model_id = data[7:fixed_at].decode("utf-8")
     except UnicodeDecodeError:
         raise BitstreamError("corrupted header: model id is not UTF-8") from None
-    if packetized:
-        return _read_packets(data, fixed_at, model_id, flags, max_pixels)
-    fp, level, width, height, gw, gh, factor, entropy_model, payload_len = _FIXED.unpack_from(data, fixed_at)
+    fp, level, width, height, gw, gh, factor, entropy_model, last = fixed.unpack_from(data, fixed_at)
+    packets = last if flags & FLAG_PACKETIZED else 0
+    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, packets)
+    return header, fixed_at + fixed.size, last
+
+
+def _check_header_crc(data: bytes, head_end: int) -> int:
+    (head_crc,) = struct.unpack_from("<I", data, head_end)
+    if zlib.crc32(data[:head_end]) != head_crc:
+        raise BitstreamError("corrupted header: CRC-32 mismatch (a packetized file cannot be decoded without its header)")
+    return head_crc
+
+
+def read_header(data: bytes, max_pixels: int | None = None) -> Header:
+    """The validated header alone, from the start of a file: the payload is neither needed nor
+    checked (a plain file's CRC covers the whole file; a packetized header's own CRC is checked)."""
+    data = bytes(data[: 7 + MAX_MODEL_ID + FIXED.size + 4])
+    header, head_end, _ = _parse_header(data)
+    if header.packetized:
+        _check_header_crc(data, head_end)
+    header.validate(max_pixels)
+    return header
+
+
+def read(data: bytes, max_pixels: int | None = None) -> Stream:
+    """Any ``.vqc`` file → :class:`Stream`. A plain file must be intact; a packetized one needs an
+    intact header, and every packet that fails its CRC or is missing is reported as lost."""
+    data = bytes(data)
+    header, payload_at, payload_len = _parse_header(data)
+    if header.packetized:
+        return _read_packets(data, header, payload_at, max_pixels)
     expected = payload_at + payload_len + 4
     if len(data) < expected:
         raise BitstreamError(f"truncated file: {len(data)} bytes, header announces {expected}")
@@ -223,19 +239,14 @@ def read(data: bytes, max_pixels: int | None = None) -> Stream:
     (crc,) = struct.unpack_from("<I", data, expected - 4)
     if zlib.crc32(data[: expected - 4]) != crc:
         raise BitstreamError("corrupted file: CRC-32 mismatch")
-    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags)
     header.validate(max_pixels)
     return Stream(header, payload=data[payload_at : payload_at + payload_len])
 
 
-def _read_packets(data: bytes, fixed_at: int, model_id: str, flags: int, max_pixels: int | None) -> Stream:
-    head_end = fixed_at + _FIXED_PACKETIZED.size
-    (head_crc,) = struct.unpack_from("<I", data, head_end)
-    if zlib.crc32(data[:head_end]) != head_crc:
-        raise BitstreamError("corrupted header: CRC-32 mismatch (a packetized file cannot be decoded without its header)")
-    fp, level, width, height, gw, gh, factor, entropy_model, count = _FIXED_PACKETIZED.unpack_from(data, fixed_at)
-    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, count)
+def _read_packets(data: bytes, header: Header, head_end: int, max_pixels: int | None) -> Stream:
+    head_crc = _check_header_crc(data, head_end)
     header.validate(max_pixels)
+    count = header.packets
     stream = Stream(header)
     # Walk the packets; after damage, resynchronise on the next sync bytes whose packet checks out.
     # CRC work is bounded so that a hostile file full of sync bytes cannot make this quadratic.
@@ -252,8 +263,7 @@ def _read_packets(data: bytes, fixed_at: int, model_id: str, flags: int, max_pix
             (crc,) = struct.unpack_from("<I", data, end - 4)
             if zlib.crc32(data[pos : end - 4], head_crc) == crc:
                 if k not in stream.packets:
-                    stream.packets[k] = data[pos + _PACKET_HEAD.size : end - 4]
-                    stream.packet_offsets.append((pos, end))
+                    stream.packets[k] = data[pos + PACKET_HEAD.size : end - 4]
                 pos = end
                 continue
         next_sync = data.find(PACKET_SYNC, pos + 1)
@@ -267,7 +277,7 @@ def _packet_span(data: bytes, pos: int, count: int) -> tuple[int, int] | None:
     """(packet number, end offset) if the bytes at ``pos`` look like a packet header."""
     if len(data) < pos + PACKET_OVERHEAD:
         return None
-    sync, k, length = _PACKET_HEAD.unpack_from(data, pos)
+    sync, k, length = PACKET_HEAD.unpack_from(data, pos)
     end = pos + PACKET_OVERHEAD + length
     if sync != PACKET_SYNC or k >= count or end > len(data):
         return None

@@ -59,7 +59,7 @@ def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_
         if w < 1 or h < 1:
             raise ImageError(f"{name}: empty image ({w}x{h})")
         if w * h > max_pixels:
-            raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (see --max-pixels)")
+            raise ImageError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
         if getattr(im, "n_frames", 1) > 1:
             warnings.warn(f"{name}: animated image, only the first frame is encoded", ImageWarning, stacklevel=2)
         im.seek(0)
@@ -78,6 +78,37 @@ def load_image(source: str | Path | BinaryIO | bytes, max_pixels: int = DEFAULT_
         raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
+
+
+ImageLike = Image.Image | np.ndarray | str | Path
+
+
+def as_rgb_array(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image (PIL, ``uint8 [H,W,3]`` array, or a path to load) → ``uint8 [H,W,3]``."""
+    if isinstance(image, (str, Path)):
+        image = load_image(image, max_pixels)
+    arr = np.asarray(to_rgb(image) if isinstance(image, Image.Image) else image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ImageError(f"expected an RGB uint8 array [H,W,3], got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def check_encodable(width: int, height: int, factor: int, max_pixels: int, max_grid_side: int) -> None:
+    """Refuse an image whose padded size exceeds ``max_pixels`` or whose grid the format cannot hold."""
+    grid_h, grid_w = -(-height // factor), -(-width // factor)
+    if grid_h * grid_w * factor**2 > max_pixels:
+        raise ImageError(
+            f"{width}x{height} image ({grid_w * factor}x{grid_h * factor} once padded to the model's "
+            f"{factor}-pixel grid) exceeds the limit of {max_pixels} pixels"
+        )
+    if max(grid_h, grid_w) > max_grid_side:
+        raise ImageError(f"{width}x{height} image: a side longer than {max_grid_side * factor} pixels does not fit the format")
+
+
+def tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """``[3,H,W]`` in [0, 1] → RGB PIL image (rounded to the nearest 8-bit value)."""
+    arr = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
 
 
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..errors import VQCodecError
 from ..models.restorer import IndexRestorer
 
 METHODS = ("transformer", "neighbour", "fixed")
@@ -57,3 +58,32 @@ def restore_transformer(
         idx.view(-1)[chosen] = prediction.view(-1)[chosen]
         have.view(-1)[chosen] = True
     return idx[0].cpu()
+
+
+class RestorationPolicy:
+    """Chooses how lost indices are filled ("auto": the transformer when loaded, else the
+    neighbour baseline) and fills them."""
+
+    def __init__(self, restorer: IndexRestorer | None = None) -> None:
+        self.restorer = restorer
+
+    def method(self, requested: str = "auto") -> str:
+        if requested == "auto":
+            return "transformer" if self.restorer is not None else "neighbour"
+        if requested not in METHODS:
+            raise VQCodecError(f"unknown restoration method {requested!r}; choose from auto, {', '.join(METHODS)}")
+        if requested == "transformer" and self.restorer is None:
+            raise VQCodecError("no restorer model is loaded for this model (restore with 'neighbour', or train one)")
+        return requested
+
+    def fill(
+        self, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, most_probable: int,
+        method: str = "auto", steps: int = DEFAULT_STEPS,
+    ) -> torch.Tensor:
+        """Fill the unknown positions of a grid ``[h,w]`` of ``codebook``'s indices; known ones stay."""
+        method = self.method(method)
+        if method == "fixed":
+            return restore_fixed(indices, known, most_probable)
+        if method == "neighbour":
+            return restore_neighbour(indices, known, most_probable)
+        return restore_transformer(self.restorer, indices, known, codebook, steps)

@@ -1,6 +1,10 @@
 """Entropy coding: integer symbols ↔ bytes. Knows nothing of networks or files."""
 
 from .coder import decode_symbols, encode_symbols
-from .prior import STATIC_PRIOR, UNIFORM, StaticPrior
+from .models import NAMES, STATIC_PRIOR, UNIFORM, EntropyModel, LevelEntropy
+from .prior import StaticPrior
 
-__all__ = ["StaticPrior", "encode_symbols", "decode_symbols", "STATIC_PRIOR", "UNIFORM"]
+__all__ = [
+    "StaticPrior", "encode_symbols", "decode_symbols", "EntropyModel", "LevelEntropy", "NAMES", "STATIC_PRIOR",
+    "UNIFORM",
+]

@@ -14,6 +14,8 @@ from .prior import StaticPrior
 
 
 def _model(prior: StaticPrior) -> constriction.stream.model.Categorical:
+    # frequencies / 2**20 are exact float64s; constriction maps them to its 24-bit table the same
+    # way on every machine for a given release, which setup.py pins and tests/test_golden.py checks.
     return constriction.stream.model.Categorical(prior.probabilities(), perfect=False)
 
 

@@ -13,10 +13,6 @@ import numpy as np
 PRECISION_BITS = 20
 TOTAL = 1 << PRECISION_BITS
 
-#: Entropy-model ids written into the container.
-UNIFORM = 0
-STATIC_PRIOR = 1
-
 
 @dataclass(frozen=True)
 class StaticPrior:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import from_dict
+
 
 @dataclass
 class RestorerConfig:
@@ -32,11 +34,7 @@ class RestorerConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RestorerConfig:
-        data = json.loads(text)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown restorer config fields: {sorted(unknown)}")
-        return cls(**data)
+        return from_dict(cls, json.loads(text))
 
 
 class IndexRestorer(nn.Module):

@@ -90,6 +90,16 @@ def finetune_level(
     return level_model.quantize.embedding.weight.detach().clone(), overrides
 
 
+def keep_finetuned(kept: dict[str, float], finetuned: dict[str, float]) -> bool:
+    """Whether a fine-tuned level replaces the one kept so far (at first its K-means centroids).
+
+    Both are :func:`level_quality` results on held-out photos. The fine-tuned variant wins only if
+    it is strictly better in both PSNR (higher) and LPIPS-Squeeze (lower): fine-tuning that buys
+    sharpness with fidelity, or the reverse, is not worth a second set of level parameters.
+    """
+    return finetuned["psnr"] > kept["psnr"] and finetuned["lpips_sq"] < kept["lpips_sq"]
+
+
 @torch.inference_mode()
 def level_quality(model: VQGAN, level: int, images: list[torch.Tensor], perceptual: torch.nn.Module) -> dict[str, float]:
     """Mean PSNR and LPIPS-Squeeze of the level's reconstructions of ``images`` (held-out photos)."""

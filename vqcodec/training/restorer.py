@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from ..codec.image_io import image_to_tensor, load_image
 from ..codec.restore import restore_neighbour
 from ..models import VQGAN
 from ..models.restorer import IndexRestorer, RestorerConfig
+from .loop import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -163,17 +163,15 @@ def train_restorer(
     config: RestorerConfig | None = None,
 ) -> IndexRestorer:
     """Train (or resume from ``<out>/last.pt``) and return the restorer (eval mode, on CPU)."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "last.pt"
+    run = TrainingRun(cfg.out, cfg.max_minutes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     config = config or RestorerConfig(code_dim=model.config.embed_dim)
     restorer = IndexRestorer(config)
     opt = torch.optim.AdamW(restorer.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = run.load()
+    if ckpt is not None:
         restorer = IndexRestorer(RestorerConfig.from_json(ckpt["config"]))
         restorer.load_state_dict(ckpt["model"])
         opt = torch.optim.AdamW(restorer.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -185,14 +183,10 @@ def train_restorer(
     codebooks = {level: model.codebook(level).detach().to(device) for level in grids}
 
     def save() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": restorer.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "config": restorer.config.to_json(), "train_config": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
+        run.save({"model": restorer.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                  "config": restorer.config.to_json(), "train_config": asdict(cfg)})
 
-    started, first = time.time(), step
-    loss_sum = acc_sum = 0.0
-    window = 0
+    run.start(step)
     while step < cfg.steps:
         level, indices, known = _batch(grids, cfg, rng)
         indices, known = indices.to(device), known.to(device)
@@ -206,22 +200,18 @@ def train_restorer(
         torch.nn.utils.clip_grad_norm_(restorer.parameters(), 1.0)
         opt.step()
         step += 1
-        window += 1
-        loss_sum += loss.item()
-        acc_sum += float((logits[lost].argmax(-1) == indices[lost]).float().mean())
+        run.add({"ce": loss.item(), "acc": float((logits[lost].argmax(-1) == indices[lost]).float().mean())})
         if step % cfg.log_every == 0:
-            log.info("restorer step %d  ce %.3f  masked acc %.3f  %.2fs/step", step, loss_sum / window, acc_sum / window,
-                     (time.time() - started) / (step - first))
-            loss_sum = acc_sum = 0.0
-            window = 0
+            means = run.means()
+            log.info("restorer step %d  ce %.3f  masked acc %.3f  %.2fs/step", step, means["ce"], means["acc"],
+                     run.seconds_per_step(step))
         if step % cfg.checkpoint_every == 0:
             save()
         if step % cfg.eval_every == 0 and held_out:
             restorer.eval()
             log.info("held-out accuracy at 20%% loss: %s", masked_accuracy(restorer, model, held_out))
             restorer.train()
-        if cfg.max_minutes is not None and time.time() - started > cfg.max_minutes * 60:
-            log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+        if run.should_stop(step):
             break
     save()
     return restorer.cpu().eval()

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 from ..models import VQGAN, ModelConfig
 from ..weights import load_model
 from .data import RandomCrops, list_images
+from .loop import TrainingRun
 from .losses import LossConfig, VQLoss
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ def _distributed() -> tuple[int, int]:
 def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     """Train (or resume) and return the checkpoint path. Checkpoints: ``<out>/last.pt``."""
     rank, world = _distributed()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "last.pt"
+    run = TrainingRun(cfg.out, cfg.max_minutes, main=rank == 0)
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -178,7 +176,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     usage = torch.zeros(model_cfg.n_embed, dtype=torch.long)
 
     step = 0
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    ckpt = run.load()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -190,7 +188,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
         torch.set_rng_state(ckpt["torch_rng"])
         data.rng.seed(cfg.seed + rank + world * step)
         if rank == 0:
-            log.info("resumed from %s at step %d", ckpt_path, step)
+            log.info("resumed from %s at step %d", run.path, step)
     elif cfg.init_model:
         model.load_state_dict(load_model(cfg.init_model).model.state_dict())
         log.info("initialised from %s", cfg.init_model)
@@ -216,30 +214,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     )
 
     def save() -> None:
-        if rank != 0:
-            return
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "discriminator": criterion.discriminator.state_dict(),
-                "optimizer_disc": opt_disc.state_dict(),
-                "step": step,
-                "usage": usage,
-                "torch_rng": torch.get_rng_state(),
-                "model_config": model_cfg.to_json(),
-                "train_config": asdict(cfg),
-            },
-            tmp,
-        )
-        tmp.replace(ckpt_path)
+        run.save({
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "discriminator": criterion.discriminator.state_dict(),
+            "optimizer_disc": opt_disc.state_dict(),
+            "step": step,
+            "usage": usage,
+            "torch_rng": torch.get_rng_state(),
+            "model_config": model_cfg.to_json(),
+            "train_config": asdict(cfg),
+        })
 
-    started = time.time()
-    start_step = step
-    window: dict[str, float] = {}
-    window_steps = 0
+    run.start(step)
     while step < cfg.steps:
         x = next(batches).to(device)
         with autocast:
@@ -260,9 +248,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
             logs.update(d_logs)
         step += 1
         usage += torch.bincount(idx.flatten().cpu(), minlength=model_cfg.n_embed)
-        window_steps += 1
-        for k, v in logs.items():
-            window[k] = window.get(k, 0.0) + v
+        run.add(logs)
 
         if step % cfg.restart_every == 0:
             if world > 1:
@@ -272,28 +258,24 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
             perplexity = float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()))
             if len(dead) and cfg.train_only is None:
                 _restart_codes(model, ema, x, dead, rank, world)
+            means = run.means()
             if rank == 0:
-                n = window_steps
                 log.info(
                     "step %d  %s  used %d/%d  perplexity %.0f  restarted %d  %.2fs/step",
-                    step, "  ".join(f"{k} {v / n:.4f}" for k, v in window.items()),
-                    int((usage > 0).sum()), model_cfg.n_embed, perplexity, len(dead),
-                    (time.time() - started) / max(1, step - start_step),
+                    step, "  ".join(f"{k} {v:.4f}" for k, v in means.items()),
+                    int((usage > 0).sum()), model_cfg.n_embed, perplexity, len(dead), run.seconds_per_step(step),
                 )
-            window, window_steps = {}, 0
             usage.zero_()
         if step % cfg.checkpoint_every == 0:
             save()
         if step % cfg.sample_every == 0 and rank == 0:
-            _save_samples(out / f"sample_{step:06d}.png", x, xrec)
-        if cfg.max_minutes is not None and _stop_all(time.time() - started > cfg.max_minutes * 60, world):
-            if rank == 0:
-                log.info("time budget of %.1f min reached at step %d", cfg.max_minutes, step)
+            _save_samples(run.out / f"sample_{step:06d}.png", x, xrec)
+        if run.should_stop(step, lambda local: _stop_all(local, world)):
             break
     save()
     if world > 1:
         dist.barrier()
-    return ckpt_path
+    return run.path
 
 
 @contextlib.contextmanager

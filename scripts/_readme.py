@@ -1,4 +1,7 @@
-"""Generated sections of Markdown files, between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``."""
+"""Generated sections of Markdown files, between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``.
+
+Shared by the scripts that rewrite README results (report.py, evaluate_loss.py); not library code.
+"""
 
 from __future__ import annotations
 

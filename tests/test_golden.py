@@ -1,0 +1,122 @@
+"""Golden bytes: what a ``.vqc`` file means must not change with a refactor or a dependency upgrade.
+
+The files in ``tests/golden/`` were written once by this module and are never regenerated for a
+passing build: a failure here means files in the wild would decode differently. Regenerate only
+with a new format version (``python tests/test_golden.py`` writes them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqcodec import Codec
+from vqcodec.codec import container, payload
+from vqcodec.entropy import StaticPrior, decode_symbols, encode_symbols
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+TINY_MODEL = GOLDEN / "tiny.safetensors"  # a fixed tiny model, stored so torch's RNG cannot change it
+
+
+def golden_symbols() -> tuple[np.ndarray, StaticPrior]:
+    """A fixed symbol sequence under a skewed prior, both from integer arithmetic only."""
+    counts = (np.arange(1, 65) ** 2)[::-1]
+    symbols = (np.arange(300) * 37 + (np.arange(300) // 7) ** 2) % 64
+    return symbols, StaticPrior.from_counts(counts)
+
+
+def golden_image() -> np.ndarray:
+    """A 45×70 RGB image (odd size: padding in both directions) from integer arithmetic."""
+    yy, xx = np.mgrid[0:45, 0:70]
+    img = np.stack([xx * 3 + yy, (yy * 5) ^ xx, (xx * yy) // 4], -1) % 256
+    img[12:30, 20:44] = [240, 40, 60]
+    return img.astype(np.uint8)
+
+
+
+
+def test_prior_quantization_is_pinned():
+    _, prior = golden_symbols()
+    digest = hashlib.sha256(prior.frequencies.astype("<i8").tobytes()).hexdigest()
+    assert digest == (GOLDEN / "prior.sha256").read_text().strip()
+
+
+def test_range_coder_bytes_are_pinned():
+    symbols, prior = golden_symbols()
+    expected = (GOLDEN / "symbols.bin").read_bytes()
+    assert encode_symbols(symbols, prior) == expected
+    assert np.array_equal(decode_symbols(expected, len(symbols), prior), symbols)
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec.from_pretrained(TINY_MODEL, device="cpu")
+
+
+@pytest.mark.parametrize("name, options", [("plain", {}), ("packets", {"packets": 5})])
+def test_tiny_model_file_bytes_are_pinned(codec, name, options):
+    """A real file from a fixed model and image: container, entropy coder and encoder together."""
+    assert codec.encode(golden_image(), level=16, **options).data == (GOLDEN / f"{name}.vqc").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["plain", "packets"])
+def test_old_files_decode_to_the_same_indices_and_pixels(codec, name):
+    stream = container.read((GOLDEN / f"{name}.vqc").read_bytes())
+    grid = payload.read(stream, codec.entropy.for_file(stream.header.entropy_model, stream.header.level))
+    assert grid.known.all()
+    assert np.array_equal(grid.indices, np.load(GOLDEN / "indices.npy"))
+    decoded = np.asarray(codec.decode(stream), dtype=np.int16)
+    expected = np.asarray(Image.open(GOLDEN / "decoded.png"), dtype=np.int16)
+    assert decoded.shape == expected.shape == (45, 70, 3)
+    assert np.abs(decoded - expected).max() <= 1  # float kernels may differ by one level across CPUs
+
+
+def golden_photo() -> np.ndarray:
+    """:func:`golden_image` resized to 140×90 (bicubic): smooth enough to exercise a real model."""
+    return np.asarray(Image.fromarray(golden_image()).resize((140, 90), Image.BICUBIC))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, level, options", [("f16-1024", 1024, {}), ("f16-64-packets", 64, {"packets": 7})])
+def test_shipped_model_files_are_pinned(name, level, options):
+    """Files of the shipped model: the same bytes from the encoder, the same picture from the decoder."""
+    shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
+    data = (GOLDEN / f"{name}.vqc").read_bytes()
+    assert shipped.encode(golden_photo(), level=level, **options).data == data
+    if name == "f16-1024":
+        decoded = np.asarray(shipped.decode(data), dtype=np.int16)
+        expected = np.asarray(Image.open(GOLDEN / "f16-1024.png"), dtype=np.int16)
+        assert np.abs(decoded - expected).max() <= 1
+
+
+def _write() -> None:
+    from vqcodec.testing.models import skewed_priors, tiny_model
+    from vqcodec.weights import save_model
+
+    GOLDEN.mkdir(exist_ok=True)
+    symbols, prior = golden_symbols()
+    (GOLDEN / "symbols.bin").write_bytes(encode_symbols(symbols, prior))
+    (GOLDEN / "prior.sha256").write_text(hashlib.sha256(prior.frequencies.astype("<i8").tobytes()).hexdigest() + "\n")
+    model = tiny_model()
+    save_model(TINY_MODEL, model, skewed_priors(model))
+    codec = Codec.from_pretrained(TINY_MODEL, device="cpu")
+    plain = codec.encode(golden_image(), level=16).data
+    (GOLDEN / "plain.vqc").write_bytes(plain)
+    (GOLDEN / "packets.vqc").write_bytes(codec.encode(golden_image(), level=16, packets=5).data)
+    stream = container.read(plain)
+    np.save(GOLDEN / "indices.npy", payload.read(stream, codec.entropy.for_level(16)).indices)
+    codec.decode(plain).save(GOLDEN / "decoded.png")
+    shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
+    f16 = shipped.encode(golden_photo(), level=1024).data
+    (GOLDEN / "f16-1024.vqc").write_bytes(f16)
+    (GOLDEN / "f16-64-packets.vqc").write_bytes(shipped.encode(golden_photo(), level=64, packets=7).data)
+    shipped.decode(f16).save(GOLDEN / "f16-1024.png")
+
+
+if __name__ == "__main__":
+    sys.exit(_write())

@@ -1,0 +1,87 @@
+"""Index grids ↔ container files: one range-coded payload, or interleaved packets that decode alone.
+
+Indices travel as ``int64`` numpy grids ``[h, w]`` between the model runner and this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..entropy import EntropyModel
+from ..errors import BitstreamError, VQCodecError
+from . import container
+
+
+def write(
+    header: container.Header,
+    indices: np.ndarray,
+    entropy: EntropyModel,
+    packets: int | None = None,
+    packet_bytes: int | None = None,
+) -> tuple[container.Header, bytes]:
+    """``(header as written, file bytes)``: a plain file, or a packetized one when ``packets`` (a
+    count) or ``packet_bytes`` (the largest payload a packet may carry) is given."""
+    if packets is not None and packet_bytes is not None:
+        raise VQCodecError("give packets or packet_bytes, not both")
+    if packets is None and packet_bytes is None:
+        return header, container.pack(header, entropy.encode(indices))
+    count, payloads = _packetize(header, indices, entropy, packets, packet_bytes)
+    header = dataclasses.replace(header, flags=container.FLAG_PACKETIZED, packets=count)
+    return header, container.pack_packets(header, payloads)
+
+
+def _packetize(
+    header: container.Header, indices: np.ndarray, entropy: EntropyModel, packets: int | None, packet_bytes: int | None
+) -> tuple[int, list[bytes]]:
+    """The fewest packets (from ``packets``, or from a first guess for ``packet_bytes``) whose payloads fit."""
+    limit = min(container.MAX_PACKETS, indices.size)
+    if packets is None:
+        if packet_bytes < 1:
+            raise VQCodecError("packet_bytes must be at least 1")
+        packets = -(-len(entropy.encode(indices)) // packet_bytes)  # a first guess, then grow
+    if not 1 <= packets <= limit:
+        raise VQCodecError(f"packets must be between 1 and {limit} for this {header.grid_width}x{header.grid_height} grid")
+    budget = packet_bytes or container.MAX_PACKET_PAYLOAD
+    while True:
+        assignment = container.packet_assignment(header.grid_height, header.grid_width, packets)
+        payloads = [entropy.encode(indices[assignment == k]) for k in range(packets)]
+        largest = max(len(p) for p in payloads)
+        if largest <= budget or packets == limit:
+            break
+        packets += 1
+    if largest > container.MAX_PACKET_PAYLOAD:
+        raise VQCodecError(f"a packet would hold {largest} bytes, more than {container.MAX_PACKET_PAYLOAD}: use more packets")
+    return packets, payloads
+
+
+@dataclass
+class Grid:
+    """The indices a file delivered: ``known`` is False where a packet was lost or undecodable."""
+
+    indices: np.ndarray  # int64 [h, w]; 0 where unknown
+    known: np.ndarray  # bool [h, w]
+    packets_lost: list[int] = field(default_factory=list)
+
+
+def read(stream: container.Stream, entropy: EntropyModel) -> Grid:
+    """Decode a parsed file's payload (plain) or whichever packets arrived (packetized)."""
+    header = stream.header
+    shape = (header.grid_height, header.grid_width)
+    if not header.packetized:
+        symbols = entropy.decode(stream.payload, shape[0] * shape[1])
+        return Grid(symbols.reshape(shape), np.ones(shape, dtype=bool))
+    grid = Grid(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool))
+    assignment = container.packet_assignment(*shape, header.packets)
+    for k in range(header.packets):
+        where = assignment == k
+        try:
+            symbols = entropy.decode(stream.packets[k], int(where.sum()))
+        except (KeyError, BitstreamError):  # missing, or CRC-valid but undecodable: lost either way
+            grid.packets_lost.append(k)
+            continue
+        grid.indices[where] = symbols
+        grid.known[where] = True
+    return grid

@@ -1,0 +1,92 @@
+"""The model runner: image batches ↔ index grids on one device, with padding and threads handled here."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import VQCodecError
+from ..models import VQGAN
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VQCodecError(f"device {str(device)!r} requested but no CUDA GPU is available")
+    return device
+
+
+@contextlib.contextmanager
+def _at_least_threads(device: torch.device, minimum: int):
+    """PyTorch's single-threaded CPU convolutions round differently (about 1e-6) from its
+    multi-threaded ones, which agree with each other: enough to flip a decoded pixel. Running the
+    network with at least two intra-op threads makes every thread count give the same pixels."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads >= minimum:
+        yield
+        return
+    torch.set_num_threads(minimum)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class ModelRunner:
+    """Runs a :class:`VQGAN` for the codec: validates levels, pads to the grid, moves tensors.
+
+    ``min_threads``: CPU intra-op threads the network runs with at least; 2 (the default) gives
+    the same pixels at every thread count, 1 suits single-threaded worker pools.
+    """
+
+    def __init__(self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2) -> None:
+        self.device = resolve_device(device)
+        self.min_threads = min_threads
+        self.model = model.to(self.device).eval()
+
+    @property
+    def factor(self) -> int:
+        return self.model.config.downsampling
+
+    @property
+    def levels(self) -> list[int]:
+        return self.model.levels
+
+    @property
+    def default_level(self) -> int:
+        return self.model.config.default_level or self.model.config.n_embed
+
+    def level(self, level: int | None) -> int:
+        """``level``, or the default one; refuses a level the model does not have."""
+        level = self.default_level if level is None else int(level)
+        if level not in self.levels:
+            raise VQCodecError(f"level {level} is not available; this model has levels {self.levels}")
+        return level
+
+    def codebook(self, level: int) -> torch.Tensor:
+        return self.model.codebook(level)
+
+    @torch.inference_mode()
+    def encode_indices(self, images: torch.Tensor, level: int | None = None) -> torch.Tensor:
+        """Images ``[B,3,H,W]`` in [0,1] → indices ``LongTensor[B,ceil(H/f),ceil(W/f)]`` (edge padding)."""
+        level = self.level(level)
+        h, w = images.shape[-2:]
+        pad_h, pad_w = -h % self.factor, -w % self.factor
+        x = images.to(self.device, torch.float32)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        with _at_least_threads(self.device, self.min_threads):
+            return self.model.encode_indices(x, level).cpu()
+
+    @torch.inference_mode()
+    def decode_indices(self, indices: torch.Tensor, level: int | None = None) -> torch.Tensor:
+        """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1] (crop the padding yourself)."""
+        level = self.level(level)
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= level):
+            raise ValueError(f"indices must lie in [0, {level})")
+        with _at_least_threads(self.device, self.min_threads):
+            return self.model.decode_indices(indices.to(self.device), level).float().cpu()

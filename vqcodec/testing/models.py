@@ -1,0 +1,60 @@
+"""Tiny random-init models for tests and fuzzing: built in milliseconds, never the shipped model.
+
+The recipe is fixed (seed, sizes, priors) because ``tests/fuzz_corpus`` holds files encoded with it:
+a change here changes their fingerprint and the corpus must be rewritten.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..models import VQGAN, ModelConfig
+from ..training.levels import priors_from_counts
+from ..weights import save_model
+
+TAMING_DDCONFIG = {
+    "double_z": False, "z_channels": 32, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+    "ch_mult": [1, 1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+}
+
+
+def tiny_config(backbone: str = "taef2", name: str = "tiny") -> ModelConfig:
+    """A 64-code, 4-dimensional codebook on a few-channel ``taef2`` or ``taming`` backbone."""
+    if backbone == "taming":
+        return ModelConfig(name=name, backbone="taming", n_embed=64, embed_dim=4, ddconfig=dict(TAMING_DDCONFIG))
+    return ModelConfig(name=name, backbone="taef2", n_embed=64, embed_dim=4, taef2_channels=8,
+                       taef2_latent_channels=4, stage_channels=8)
+
+
+def tiny_model(backbone: str = "taef2", name: str = "tiny", levels: tuple[int, ...] = (16, 4), seed: int = 0) -> VQGAN:
+    """:func:`tiny_config` with weights from ``seed`` and smaller levels cut from its codebook."""
+    torch.manual_seed(seed)
+    model = VQGAN(tiny_config(backbone, name)).eval()
+    for size in levels:
+        model.add_level(model.codebook()[:size] + 0.01)
+    return model
+
+
+def skewed_priors(model: VQGAN) -> dict[int, torch.Tensor]:
+    """Static priors that favour low indices, so the entropy coder has something to gain."""
+    return priors_from_counts({level: torch.arange(level, 0, -1, dtype=torch.long) ** 2 for level in model.levels})
+
+
+def save_tiny_model(path: Path) -> Path:
+    """Write the default tiny model with skewed priors to ``path``."""
+    model = tiny_model()
+    save_model(path, model, skewed_priors(model))
+    return path
+
+
+def random_squeezenet(path: Path, seed: int = 0) -> Path:
+    """A random-init SqueezeNet-1.1 state dict (torchvision key names) at ``path``: a stand-in for the
+    ImageNet backbone of LPIPS-Squeeze and KID-Squeeze, so their code runs without ``../shared``."""
+    from torchvision.models import squeezenet1_1
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.save(squeezenet1_1(weights=None).state_dict(), path)
+    return path
