@@ -19,8 +19,6 @@ from .errors import VQCodecError
 from .evaluation import channel
 from .fileio import atomic_write
 
-log = logging.getLogger("vqcodec")
-
 EPILOG = """examples:
   vqcodec encode photo.png                  # writes photo.vqc beside it
   vqcodec encode photos/ -o out/ --level 256

@@ -256,7 +256,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
             dead = (usage == 0).nonzero().flatten()
             probs = usage.float() / usage.sum()
             perplexity = float(torch.exp(-(probs[probs > 0] * probs[probs > 0].log()).sum()))
-            if len(dead) and cfg.train_only is None:
+            if cfg.train_only is not None:  # a frozen codebook keeps its unused codes
+                dead = dead[:0]
+            if len(dead):
                 _restart_codes(model, ema, x, dead, rank, world)
             means = run.means()
             if rank == 0:
