@@ -9,6 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["vqcodec", "vqcodec.*"]),
+    package_data={"vqcodec.assets": ["*.safetensors", "README.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.6",  # torch.load(weights_only=True) is only safe from 2.6 (CVE-2025-32434)

@@ -12,7 +12,7 @@
 
 Example:
     python scripts/build_levels.py --checkpoint runs/default/last.pt --data ../shared/data/train \
-        --out weights/vqcodec-f16.safetensors --default-level 1024 --finetune-steps 80 --decoder-levels 64 32 16 8
+        --out vqcodec/assets/vqcodec-f16.safetensors --default-level 1024 --finetune-steps 80 --decoder-levels 64 32 16 8
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The model's index grids of the training photos (and their mirror images) are com
 cached in ``<out>/grids.npz``; training then runs on random crops and masks of them.
 
 Example (how the default restorer was trained; rerunning resumes from runs/restorer/last.pt):
-    python scripts/train_restorer.py --model weights/vqcodec-f16.safetensors --data ../shared/data/train \
+    python scripts/train_restorer.py --model vqcodec/assets/vqcodec-f16.safetensors --data ../shared/data/train \
         --out runs/restorer --max-images 120 --steps 6000 --threads 2
 """
 

@@ -9,7 +9,7 @@ from vqcodec.codec import container
 pytestmark = pytest.mark.slow  # the shipped model
 
 SPEC = registry.REGISTRY[registry.DEFAULT_MODEL]
-PATH = registry.EMBEDDED_DIR / SPEC.filename
+PATH = registry.embedded_path(SPEC.filename)
 
 
 def test_embedded_weights_match_registry():

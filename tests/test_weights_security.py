@@ -142,7 +142,7 @@ def test_registered_weights_are_verified_by_sha256(good, monkeypatch):
 def test_default_model_is_pinned_by_sha256():
     spec = registry.REGISTRY[registry.DEFAULT_MODEL]
     assert spec.sha256 and len(spec.sha256) == 64
-    assert registry.sha256_file(registry.EMBEDDED_DIR / spec.filename) == spec.sha256
+    assert registry.sha256_file(registry.embedded_path(spec.filename)) == spec.sha256
 
 
 def _calls(tree: ast.AST, module: str, name: str):

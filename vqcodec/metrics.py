@@ -22,7 +22,7 @@ def squeezenet_backbone_path(path: str | Path | None = None) -> Path:
     if not candidate.is_file():
         raise FileNotFoundError(
             f"SqueezeNet-1.1 backbone weights not found at {candidate}; LPIPS-Squeeze needs the ImageNet "
-            "weights (torchvision key names). Pass --lpips-backbone PATH or set VQCODEC_SQUEEZENET."
+            "weights (torchvision key names): pass their path or set VQCODEC_SQUEEZENET."
         )
     return candidate
 

@@ -1,15 +1,16 @@
 """One registry of model names → where their weights come from, and one loader for all of them.
 
-Resolution order for a registered name: ``weights=`` argument, the repository's ``weights/``
-folder (embedded models), ``$VQCODEC_HOME/<name>/`` (default ``~/.cache/vqcodec``), then a
-download from the registered URL, verified by SHA-256. Offline, the error names the file and
-the folder to put it in.
+Resolution order for a registered name: ``weights=`` argument, the package data in
+``vqcodec/assets`` (embedded models, found through ``importlib.resources``), then
+``$VQCODEC_HOME/<name>/`` (default ``~/.cache/vqcodec``), then a download from the registered URL,
+verified by SHA-256. Offline, the error names the file and the folder to put it in.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .errors import ModelMismatchError, WeightsError
@@ -18,7 +19,10 @@ from .fileio import sha256_file
 from .models.restorer import IndexRestorer
 from .weights import LoadedModel, load_model, load_restorer
 
-EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+def embedded_path(filename: str) -> Path:
+    """Where an embedded weights file is (package data: in a checkout, an editable or a wheel install)."""
+    return Path(str(resources.files("vqcodec.assets").joinpath(filename)))
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ REGISTRY: dict[str, ModelSpec] = {
             format="vqcodec",
             filename="vqcodec-f16.safetensors",
             sha256="6f2d9cdf1ce83fdcb9694c8245b911f83ee3929de78655f699554e1861cad6f2",
-            description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in weights/",
+            description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in vqcodec/assets",
             restorer_filename="vqcodec-f16.restorer.safetensors",
             restorer_sha256="ab5487ee2cd07d14b4bb95fad68cf1be55ce5572effca91863fea10ffccfb1a7",
         ),
@@ -95,7 +99,7 @@ def cache_dir() -> Path:
 
 
 def _locate(spec: ModelSpec, filename: str, url: str | None, sha256: str | None, download: bool) -> Path:
-    embedded = EMBEDDED_DIR / filename
+    embedded = embedded_path(filename)
     if spec.format == "vqcodec" and embedded.is_file():
         return embedded
     cached = cache_dir() / spec.name / filename

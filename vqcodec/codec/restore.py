@@ -14,7 +14,7 @@ from ..errors import VQCodecError
 from ..models.restorer import IndexRestorer
 
 METHODS = ("transformer", "neighbour", "fixed")
-# One pass beat 4 MaskGIT steps on held-out training photos (weights/README.md), and is 4x faster.
+# One pass beat 4 MaskGIT steps on held-out training photos (vqcodec/assets/README.md), and is 4x faster.
 DEFAULT_STEPS = 1
 
 

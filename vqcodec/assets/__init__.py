@@ -1,0 +1,1 @@
+"""Package data: the embedded default model, its restorer and its model card (README.md)."""
