@@ -8,6 +8,12 @@ ratios. Also measures the range coder's overhead over the cross-entropy of the i
 time to restore ``--loss`` (20 %) lost indices with the transformer and the nearest-neighbour baseline.
 
     python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
+
+``--corpus DIR`` instead times whole-folder runs: ``vqcodec encode DIR -o OUT`` (the plain
+multi-file CLI) against the same command with ``--ray`` on a local Ray instance, then the same for
+``decode``, each pinned to the same ``--threads`` cores, and prints images per second and the ratio:
+
+    python scripts/benchmark.py --corpus ../shared/data/kodak [--device cpu|cuda] [--threads 2]
 """
 
 from __future__ import annotations
@@ -124,6 +130,46 @@ def run_avif(args) -> dict:
     }
 
 
+RAY_CLI = "import ray, sys; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False); " \
+          "from vqcodec.cli import main; sys.exit(main(sys.argv[2:]))"
+
+
+def run_corpus(args) -> int:
+    """Images per second of the plain multi-file CLI and of ``--ray`` on the same folder and cores.
+    Each is one timed run of the whole command, start-up and model loading (and Ray's) included."""
+    import tempfile
+
+    from vqcodec.codec.image_io import IMAGE_SUFFIXES
+
+    if not Path(args.corpus).is_dir():
+        raise SystemExit(f"not a directory: {args.corpus}")
+    count = sum(1 for p in Path(args.corpus).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    cores = range(min(args.threads, os.cpu_count() or 1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    model = ["--model", args.model] if args.model else []
+
+    def timed(ray: bool, *cli: str) -> float:
+        cmd = [sys.executable, "-c", RAY_CLI, str(args.threads), *cli, "--ray"] if ray else [sys.executable, "-m", "vqcodec.cli", *cli]
+        t = time.perf_counter()
+        res = subprocess.run([*cmd, "-q", "--device", args.device, *model], capture_output=True, text=True, env=env,
+                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
+        if res.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr}")
+        return time.perf_counter() - t
+
+    subprocess.run([sys.executable, "-c", "import torch, vqcodec"], check=True)  # warm the file cache
+    print(f"corpus {args.corpus}: {count} images, device {args.device}, {args.threads} threads on cores {list(cores)}, "
+          "wall-clock of the whole command")
+    print(f"{'':8}{'plain CLI (img/s)':>20}{'--ray local (img/s)':>22}{'ratio':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        level = ["--level", str(args.level)] if args.level else []
+        for command, src, opts in (("encode", args.corpus, level), ("decode", f"{tmp}/encode-plain", [])):
+            plain = timed(False, command, src, "-o", f"{tmp}/{command}-plain", *opts)
+            ray = timed(True, command, src, "-o", f"{tmp}/{command}-ray", *opts)
+            print(f"{command:8}{count / plain:>20.3f}{count / ray:>22.3f}{plain / ray:>8.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default=str(DEFAULT_IMAGE))
@@ -134,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--loss", type=float, default=0.2, help="fraction of indices lost for the restoration timing")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--corpus", metavar="DIR", help="time the plain multi-file CLI against --ray on this folder")
     p.add_argument("--worker", choices=["vqcodec", "avif"], help=argparse.SUPPRESS)
     p.add_argument("--target-bpp", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.corpus:
+        return run_corpus(args)
     if not Path(args.image).is_file():
         raise SystemExit(f"image not found: {args.image} (pass --image)")
 

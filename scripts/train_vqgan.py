@@ -7,12 +7,14 @@ Example (how the default model was trained; rerunning the same command resumes f
         --steps 100000 --disc-start 1700 --max-minutes 50
 
 Several processes (GPUs, or CPU processes with gloo): torchrun --nproc-per-node N scripts/train_vqgan.py ...
+Several machines: docs/training.md, "Several machines".
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         init_model=args.init_model, num_workers=args.workers, train_only=args.train_only,
     )
     ckpt = train(cfg, model_cfg)
-    if args.export:
+    if args.export and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 alone has last.pt on every layout
         save_model(args.export, load_checkpoint_model(ckpt))
         logging.info("exported %s", args.export)
     return 0

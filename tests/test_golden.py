@@ -58,7 +58,7 @@ def codec() -> Codec:
     return Codec.from_pretrained(TINY_MODEL, device="cpu")
 
 
-@pytest.mark.parametrize("name, options", [("plain", {}), ("packets", {"packets": 5})])
+@pytest.mark.parametrize("name, options", [("plain", {}), ("packets", {"packets": 5}), ("resized", {"scale": 0.5})])
 def test_tiny_model_file_bytes_are_pinned(codec, name, options):
     """A real file from a fixed model and image: container, entropy coder and encoder together."""
     assert codec.encode(golden_image(), level=16, **options).data == (GOLDEN / f"{name}.vqc").read_bytes()
@@ -108,6 +108,7 @@ def _write() -> None:
     plain = codec.encode(golden_image(), level=16).data
     (GOLDEN / "plain.vqc").write_bytes(plain)
     (GOLDEN / "packets.vqc").write_bytes(codec.encode(golden_image(), level=16, packets=5).data)
+    (GOLDEN / "resized.vqc").write_bytes(codec.encode(golden_image(), level=16, scale=0.5).data)
     stream = container.read(plain)
     np.save(GOLDEN / "indices.npy", payload.read(stream, codec.entropy.for_level(16)).indices)
     codec.decode(plain).save(GOLDEN / "decoded.png")

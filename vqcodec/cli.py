@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, registry
+from . import __version__, corpus, registry
 from .codec import Codec, container
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
@@ -23,6 +23,7 @@ EPILOG = """examples:
   vqcodec encode photo.png                  # writes photo.vqc beside it
   vqcodec encode photos/ -o out/ --level 256
   vqcodec decode out/*.vqc -o decoded/
+  vqcodec encode corpus/ -o out/ --ray       # corpus mode on a local Ray instance (or --ray ray://HEAD:10001)
   vqcodec info photo.vqc
   vqcodec encode photo.png --packets 16     # loss-resilient: 16 independently decodable packets
   vqcodec decode photo.vqc --simulate-loss 0.2 --seed 1   # drop 20 % of the packets, restore
@@ -146,7 +147,32 @@ def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
     return get
 
 
+def _corpus(args: argparse.Namespace, run: Callable[..., corpus.CorpusReport], **options) -> int:
+    """``--ray``: one input directory and ``-o OUTDIR``, handed to :mod:`vqcodec.corpus`."""
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+        raise CliError("--ray takes one input directory")
+    if args.output in (None, "-"):
+        raise CliError("--ray needs -o OUTDIR")
+    report = run(args.inputs[0], args.output, address=args.ray, model=args.model, weights=args.weights, device=args.device,
+                 max_pixels=args.max_pixels, force=args.force, progress=not args.quiet, **options)
+    shown = 10
+    for source, error in report.failed[:shown]:
+        _say(f"error: {error if error.startswith(source) else f'{source}: {error}'}", None)
+    more = f" ({len(report.failed) - shown} more in the manifest)" if len(report.failed) > shown else ""
+    if report.failed or not args.quiet:
+        _say(f"{report.ok} ok, {report.skipped} already done, {len(report.failed)} errors{more}; manifest {report.manifest}", None)
+    return 1 if report.failed else 0
+
+
+def _operating_point(args: argparse.Namespace) -> dict:
+    """The encode options that pick the operating point and packetization."""
+    return {"level": args.level, "scale": args.scale, "bpp": args.bpp, "max_bytes": args.max_bytes,
+            "packets": args.packets, "packet_bytes": args.packet_bytes}
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
+    if args.ray:
+        return _corpus(args, corpus.encode_corpus, **_operating_point(args))
     inputs = _expand(args.inputs, IMAGE_SUFFIXES)
     outputs = _outputs(inputs, args.output, ".vqc")
     codec_for = _codec_loader(args)
@@ -154,14 +180,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     def work(src: str, dst: str) -> str:
         codec = codec_for(None)
         image = load_image(_read(src) if src == "-" else src, args.max_pixels)
-        encoded = codec.encode(image, level=args.level, packets=args.packets, packet_bytes=args.packet_bytes)
+        encoded = codec.encode(image, **_operating_point(args))
         _write(dst, encoded.data, src, args.force)
-        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp"
+        h = encoded.header
+        scale = f" at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else ""
+        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp, level {h.level}{scale}"
 
     return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    if args.ray:
+        if args.simulate_loss:
+            raise CliError("--simulate-loss does not go with --ray")
+        return _corpus(args, corpus.decode_corpus, restore=args.restore, restore_steps=args.restore_steps)
     inputs = _expand(args.inputs, {".vqc"})
     outputs = _outputs(inputs, args.output, ".png")
     codec_for = _codec_loader(args)
@@ -204,8 +236,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{src}:\n"
             f"  model        {h.model_id} (weights {h.fingerprint.hex()})\n"
             f"  level        {h.level} codes\n"
-            f"  size         {h.width}x{h.height} (grid {h.grid_width}x{h.grid_height}, f{h.factor}, "
-            f"padding {h.padding[0]}+{h.padding[1]})\n"
+            f"  size         {h.width}x{h.height}"
+            + (f", coded at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else "")
+            + f" (grid {h.grid_width}x{h.grid_height}, f{h.factor}, padding {h.padding[0]}+{h.padding[1]})\n"
+            f"  format       version {h.version}\n"
             f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})\n"
             f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
@@ -238,12 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--weights", help="read the registered model's weights from this file")
     model_opts.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     model_opts.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    model_opts.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                            help="corpus mode: convert the input directory on Ray into -o OUTDIR, with OUTDIR/manifest.parquet; "
+                                 "ADDRESS: local (default: a Ray instance on this machine), auto, or ray://HEAD:10001")
 
     enc = sub.add_parser("encode", parents=[common, model_opts], help="images -> .vqc files",
                          description="Compress images to .vqc files.")
     enc.add_argument("inputs", nargs="+", help="image files, directories or globs; - for stdin")
     enc.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input)")
     enc.add_argument("-l", "--level", type=int, help="codebook size; smaller = fewer bits (see 'vqcodec info')")
+    enc.add_argument("--scale", type=float, metavar="S",
+                     help="code the image at this fraction of its size (0 < S <= 1); decoding resizes it back")
+    enc.add_argument("--bpp", type=float, metavar="X",
+                     help="rate control: the best level and scale whose whole file stays within X bits per pixel")
+    enc.add_argument("--max-bytes", type=int, metavar="N", help="rate control: the best file of at most N bytes")
     packets = enc.add_mutually_exclusive_group()
     packets.add_argument("--packets", type=int, metavar="N",
                          help="split the indices into N independently decodable, interleaved packets (loss-resilient)")

@@ -22,11 +22,19 @@ from PIL import Image
 
 from .. import registry
 from ..entropy import LevelEntropy
-from ..errors import BitstreamError, ModelMismatchError
+from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
-from . import container, payload
-from .image_io import DEFAULT_MAX_PIXELS, ImageLike, as_rgb_array, check_encodable, image_to_tensor, tensor_to_image
+from . import container, payload, rate
+from .image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageLike,
+    as_rgb_array,
+    check_encodable,
+    image_to_tensor,
+    resample,
+    tensor_to_image,
+)
 from .restore import DEFAULT_STEPS, RestorationPolicy
 from .runner import ModelRunner
 
@@ -142,22 +150,45 @@ class Codec:
 
     # -- bytes --------------------------------------------------------------------------------
     def encode(
-        self, image: ImageLike, level: int | None = None, packets: int | None = None, packet_bytes: int | None = None
+        self,
+        image: ImageLike,
+        level: int | None = None,
+        scale: float | None = None,
+        packets: int | None = None,
+        packet_bytes: int | None = None,
+        bpp: float | None = None,
+        max_bytes: int | None = None,
     ) -> EncodedImage:
         """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`.
 
+        The operating point is ``level`` (default: the model's) at ``scale`` (the image is coded at
+        that fraction of its size and resized back on decode), or chosen by :mod:`.rate` within a
+        budget: ``bpp`` (of the original image, whole file) and/or ``max_bytes``, never exceeded.
         ``packets`` (a count) or ``packet_bytes`` (a payload size to stay under) gives a packetized
         file whose packets decode independently; otherwise the file is one plain payload.
         """
-        level = self.runner.level(level)
         arr = as_rgb_array(image, self.max_pixels)
         height, width = arr.shape[:2]
         check_encodable(width, height, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
-        indices = self.runner.encode_indices(image_to_tensor(arr), level)[0].numpy()
+        if bpp is not None or max_bytes is not None:
+            if level is not None or scale is not None:
+                raise VQCodecError("give a level and scale, or a budget (bpp, max_bytes), not both")
+            return rate.encode_within(self, arr, rate.budget_bytes(width, height, bpp, max_bytes), packets, packet_bytes)
+        level = self.runner.level(level)
+        size = rate.coded_size(width, height, scale)
+        indices = self.runner.encode_indices(image_to_tensor(np.asarray(resample(arr, size))), level)[0].numpy()
+        return self.pack(indices, level, (width, height), size, packets, packet_bytes)
+
+    def pack(
+        self, indices: np.ndarray, level: int, size: tuple[int, int], coded: tuple[int, int],
+        packets: int | None = None, packet_bytes: int | None = None,
+    ) -> EncodedImage:
+        """The file of a ``level`` index grid that codes an image of ``size`` resized to ``coded``."""
         entropy = self.entropy.for_level(level)
         header = container.Header(
-            model_id=self.model_id, fingerprint=self.fingerprint, level=level, width=width, height=height,
+            model_id=self.model_id, fingerprint=self.fingerprint, level=level, width=size[0], height=size[1],
             grid_width=indices.shape[1], grid_height=indices.shape[0], factor=self.factor, entropy_model=entropy.id,
+            **({} if coded == tuple(size) else {"coded_width": coded[0], "coded_height": coded[1]}),
         )
         header, data = payload.write(header, indices, entropy, packets, packet_bytes)
         return EncodedImage(data, header)
@@ -212,8 +243,9 @@ class Codec:
                 indices, torch.from_numpy(known), self.runner.codebook(header.level), entropy.most_probable,
                 report.restored_with, restore_steps,
             )
-        image = self.runner.decode_indices(indices[None], header.level)[0, :, : header.height, : header.width]
-        return DecodedImage(tensor_to_image(image), report)
+        coded_w, coded_h = header.coded_size
+        image = self.runner.decode_indices(indices[None], header.level)[0, :, :coded_h, :coded_w]
+        return DecodedImage(resample(tensor_to_image(image), (header.width, header.height)), report)
 
     def restore_indices(
         self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = DEFAULT_STEPS

@@ -1,4 +1,7 @@
-"""The ``.vqc`` container, format version 1. The spec is ``docs/bitstream.md``; keep both in sync.
+"""The ``.vqc`` container, format versions 1 and 2. The spec is ``docs/bitstream.md``; keep both in sync.
+
+A writer stamps the lowest version that can express the file: version 1 unless the header carries
+extensions (version 2), so files without them stay byte-identical to version 1.
 
 All integers are little-endian. A plain file (flags 0)::
 
@@ -17,11 +20,15 @@ All integers are little-endian. A plain file (flags 0)::
     +2     1    downsampling factor f (u8, 16)
     +1     1    entropy-model id (u8: 0 uniform, 1 static prior of the level)
     +1     4    payload length P (u32)
-    +4     P    payload: range-coded indices, row-major
+    (v2)   2    extension bytes E, then E bytes of records: type (u8), length (u16), value
+    +E     P    payload: range-coded indices, row-major
     +P     4    CRC-32 of every byte before it
 
+Extension records (version 2): type 1, coded size (u32 width, u32 height): the grid covers the
+image resized to this size, and the decoder resizes back (Lanczos) to width × height.
+
 A packetized file (flags bit 0) has the same fields up to the entropy-model id, then the packet
-count K (u16) and a CRC-32 of the header, then K packets that each decode on their own::
+count K (u16), the extensions (version 2) and a CRC-32 of the header, then K packets that each decode on their own::
 
     2  sync b"\\xa5\\x5a" · 2  packet number k (u16) · 2  payload length (u16)
     L  payload: range-coded indices of the grid positions (r, c) with (r·A + c) mod K = k, row-major
@@ -42,7 +49,7 @@ import numpy as np
 from ..errors import BitstreamError, UnsupportedVersionError
 
 MAGIC = b"\x89VQC"
-VERSION = 1
+VERSION = 2  # the newest version this reader understands
 MAX_MODEL_ID = 64
 FLAG_PACKETIZED = 0x01
 KNOWN_FLAGS = FLAG_PACKETIZED
@@ -54,6 +61,11 @@ FIXED = struct.Struct("<8sIIIHHBBI")
 FIXED_PACKETIZED = struct.Struct("<8sIIIHHBBH")  # … entropy id, packet count K
 PACKET_HEAD = struct.Struct("<2sHH")
 PACKET_OVERHEAD = PACKET_HEAD.size + 4
+EXTENSIONS = struct.Struct("<H")  # byte length of the extension records (version 2)
+RECORD = struct.Struct("<BH")  # record type, value length
+MAX_EXTENSION_BYTES = 1024
+EXT_CODED_SIZE = 1
+CODED_SIZE = struct.Struct("<II")
 
 
 @dataclass(frozen=True)
@@ -71,32 +83,49 @@ class Header:
     entropy_model: int
     flags: int = 0
     packets: int = 0  # K for packetized files, 0 otherwise
+    coded_width: int = 0  # size the grid covers when the image was resized before coding; 0: not resized
+    coded_height: int = 0
 
     @property
     def packetized(self) -> bool:
         return bool(self.flags & FLAG_PACKETIZED)
 
     @property
+    def resized(self) -> bool:
+        return bool(self.coded_width or self.coded_height)
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(width, height) of the image the grid covers."""
+        return (self.coded_width, self.coded_height) if self.resized else (self.width, self.height)
+
+    @property
+    def version(self) -> int:
+        """The lowest format version that can express this header."""
+        return 2 if self.resized else 1
+
+    @property
     def padding(self) -> tuple[int, int]:
-        """Pixels added on the right and bottom to reach a multiple of the factor."""
-        return self.grid_width * self.factor - self.width, self.grid_height * self.factor - self.height
+        """Pixels added on the right and bottom of the coded image to reach a multiple of the factor."""
+        width, height = self.coded_size
+        return self.grid_width * self.factor - width, self.grid_height * self.factor - height
 
     def validate(self, max_pixels: int | None = None) -> None:
         if self.width < 1 or self.height < 1:
             raise BitstreamError(f"invalid image size {self.width}x{self.height}")
         if self.factor < 1:
             raise BitstreamError("invalid downsampling factor 0")
-        if (
-            self.grid_width != -(-self.width // self.factor)
-            or self.grid_height != -(-self.height // self.factor)
-        ):
+        coded_w, coded_h = self.coded_size
+        if self.resized and not (1 <= coded_w <= self.width and 1 <= coded_h <= self.height):
+            raise BitstreamError(f"invalid coded size {coded_w}x{coded_h} for a {self.width}x{self.height} image")
+        if self.grid_width != -(-coded_w // self.factor) or self.grid_height != -(-coded_h // self.factor):
             raise BitstreamError("header grid size does not match the image size")
         if self.level < 1:
             raise BitstreamError("invalid level 0")
         if self.packetized and not 1 <= self.packets <= min(MAX_PACKETS, self.grid_width * self.grid_height):
             raise BitstreamError(f"invalid packet count {self.packets} for a {self.grid_width}x{self.grid_height} grid")
         padded = self.grid_width * self.grid_height * self.factor**2
-        if max_pixels is not None and padded > max_pixels:
+        if max_pixels is not None and max(padded, self.width * self.height) > max_pixels:
             raise BitstreamError(
                 f"header claims {self.width}x{self.height} pixels ({padded} once padded to the {self.factor}-pixel grid), "
                 f"more than the limit of {max_pixels} (raise the pixel limit if you trust this file)"
@@ -110,15 +139,49 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
     if len(header.fingerprint) != 8:
         raise ValueError("fingerprint must be 8 bytes")
     fixed = FIXED_PACKETIZED if header.packetized else FIXED
-    return (
+    head = (
         MAGIC
-        + bytes([VERSION, header.flags, len(model_id)])
+        + bytes([header.version, header.flags, len(model_id)])
         + model_id
         + fixed.pack(
             header.fingerprint, header.level, header.width, header.height, header.grid_width,
             header.grid_height, header.factor, header.entropy_model, last_field,
         )
     )
+    if header.version == 1:
+        return head
+    records = RECORD.pack(EXT_CODED_SIZE, CODED_SIZE.size) + CODED_SIZE.pack(header.coded_width, header.coded_height)
+    return head + EXTENSIONS.pack(len(records)) + records
+
+
+def _parse_extensions(data: bytes, at: int) -> tuple[dict[str, int], int]:
+    """Header fields from the extension records at ``at`` → (fields, offset after them)."""
+    if len(data) < at + EXTENSIONS.size:
+        raise BitstreamError("truncated file: header incomplete")
+    (length,) = EXTENSIONS.unpack_from(data, at)
+    at += EXTENSIONS.size
+    end = at + length
+    if length > MAX_EXTENSION_BYTES or len(data) < end:
+        raise BitstreamError(f"invalid header extension length {length}")
+    fields: dict[str, int] = {}
+    seen: set[int] = set()
+    while at < end:
+        if end - at < RECORD.size:
+            raise BitstreamError("corrupted header: truncated extension record")
+        kind, size = RECORD.unpack_from(data, at)
+        at += RECORD.size
+        if kind in seen or at + size > end:
+            raise BitstreamError(f"corrupted header: bad extension record {kind}")
+        seen.add(kind)
+        if kind != EXT_CODED_SIZE or size != CODED_SIZE.size:
+            raise BitstreamError(f"unsupported header extension {kind} (written by a newer vqcodec?)")
+        fields["coded_width"], fields["coded_height"] = CODED_SIZE.unpack_from(data, at)
+        if min(fields.values()) < 1:
+            raise BitstreamError("corrupted header: coded size 0")
+        at += size
+    if not fields:
+        raise BitstreamError("corrupted header: a version-2 header without extensions")
+    return fields, end
 
 
 def pack(header: Header, payload: bytes) -> bytes:
@@ -175,7 +238,7 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, bytes]:
 
 
 def _parse_header(data: bytes) -> tuple[Header, int, int]:
-    """``(header, offset after the fixed fields, last fixed field)``, unvalidated; the last field is
+    """``(header, offset after its fields and extensions, last fixed field)``, unvalidated; the last field is
     the payload length of a plain file and the packet count of a packetized one."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a vqcodec file (bad magic bytes)")
@@ -202,8 +265,14 @@ def _parse_header(data: bytes) -> tuple[Header, int, int]:
         raise BitstreamError("corrupted header: model id is not UTF-8") from None
     fp, level, width, height, gw, gh, factor, entropy_model, last = fixed.unpack_from(data, fixed_at)
     packets = last if flags & FLAG_PACKETIZED else 0
-    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, packets)
-    return header, fixed_at + fixed.size, last
+    end = fixed_at + fixed.size
+    extensions: dict[str, int] = {}
+    if version >= 2:
+        extensions, end = _parse_extensions(data, end)
+        if len(data) < end + 4:
+            raise BitstreamError("truncated file: header incomplete")
+    header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, packets, **extensions)
+    return header, end, last
 
 
 def _check_header_crc(data: bytes, head_end: int) -> int:
@@ -216,7 +285,7 @@ def _check_header_crc(data: bytes, head_end: int) -> int:
 def read_header(data: bytes, max_pixels: int | None = None) -> Header:
     """The validated header alone, from the start of a file: the payload is neither needed nor
     checked (a plain file's CRC covers the whole file; a packetized header's own CRC is checked)."""
-    data = bytes(data[: 7 + MAX_MODEL_ID + FIXED.size + 4])
+    data = bytes(data[: 7 + MAX_MODEL_ID + FIXED.size + EXTENSIONS.size + MAX_EXTENSION_BYTES + 4])
     header, head_end, _ = _parse_header(data)
     if header.packetized:
         _check_header_crc(data, head_end)

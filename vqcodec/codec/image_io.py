@@ -105,6 +105,12 @@ def check_encodable(width: int, height: int, factor: int, max_pixels: int, max_g
         raise ImageError(f"{width}x{height} image: a side longer than {max_grid_side * factor} pixels does not fit the format")
 
 
+def resample(image: Image.Image | np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized to ``size`` (width, height) with Lanczos: the one resampler of coded sizes."""
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image, "RGB")
+    return image if image.size == tuple(size) else image.resize(tuple(size), Image.LANCZOS)
+
+
 def tensor_to_image(image: torch.Tensor) -> Image.Image:
     """``[3,H,W]`` in [0, 1] → RGB PIL image (rounded to the nearest 8-bit value)."""
     arr = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)

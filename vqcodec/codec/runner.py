@@ -70,17 +70,25 @@ class ModelRunner:
     def codebook(self, level: int) -> torch.Tensor:
         return self.model.codebook(level)
 
-    @torch.inference_mode()
     def encode_indices(self, images: torch.Tensor, level: int | None = None) -> torch.Tensor:
         """Images ``[B,3,H,W]`` in [0,1] → indices ``LongTensor[B,ceil(H/f),ceil(W/f)]`` (edge padding)."""
         level = self.level(level)
+        return self.encode_levels(images, [level])[level]
+
+    @torch.inference_mode()
+    def encode_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
+        """:meth:`encode_indices` at several levels, running the encoder once."""
         h, w = images.shape[-2:]
-        pad_h, pad_w = -h % self.factor, -w % self.factor
-        x = images.to(self.device, torch.float32)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(images.to(self.device, torch.float32), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
+        out = {}
         with _at_least_threads(self.device, self.min_threads):
-            return self.model.encode_indices(x, level).cpu()
+            features = self.model.encode_features(x)
+            for level in map(self.level, levels):
+                model = self.model.level_model(level)
+                own = model is not self.model and any(k.startswith("encoder.") for k in self.model.level_overrides[level])
+                z = model.encode_latent(x) if own else model.project(features)
+                out[level] = VQGAN.nearest_code(z, self.model.codebook(level)).cpu()
+        return out
 
     @torch.inference_mode()
     def decode_indices(self, indices: torch.Tensor, level: int | None = None) -> torch.Tensor:

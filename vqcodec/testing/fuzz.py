@@ -65,6 +65,15 @@ def _layout(data: bytes) -> tuple[int, struct.Struct]:
     return ID_AT + data[ID_LENGTH_AT], PACKETIZED if data[FLAGS_AT] & container.FLAG_PACKETIZED else PLAIN
 
 
+def _head_end(data: bytes) -> int:
+    """Where a .vqc-looking ``data``'s header fields end: after the extension records from version 2 on."""
+    at, fixed = _layout(data)
+    end = at + fixed.size
+    if data[VERSION_AT] >= 2 and len(data) >= end + container.EXTENSIONS.size:
+        end += container.EXTENSIONS.size + container.EXTENSIONS.unpack_from(data, end)[0]
+    return end
+
+
 def header_fields(fixed: struct.Struct) -> dict[str, tuple[int, str]]:
     """Name → (offset, struct format) of the fixed fields: ``Header``'s fields from the fingerprint
     on, then ``payload_length`` (plain files) or ``packets`` (packetized files)."""
@@ -90,10 +99,9 @@ def fix_crcs(data: bytes) -> bytes:
     header's and those of the packets that fit for a packetized one."""
     if len(data) < ID_AT + CRC.size or data[:VERSION_AT] != container.MAGIC:
         return data
-    at, fixed = _layout(data)
-    if fixed is PLAIN:
+    if _layout(data)[1] is PLAIN:
         return data[:-4] + CRC.pack(zlib.crc32(data[:-4]))
-    head_end = at + fixed.size
+    head_end = _head_end(data)
     if len(data) < head_end + 4:
         return data
     out = bytearray(data)
@@ -118,7 +126,7 @@ def set_field(data: bytes, name: str, value: int, crc: bool = True) -> bytes:
 
 def with_payload(data: bytes, payload: bytes) -> bytes:
     """A plain file's payload replaced, its length and CRC fixed."""
-    at = _layout(data)[0] + PLAIN.size
+    at = _head_end(data)
     return set_field(data[:at] + payload + bytes(CRC.size), "payload_length", len(payload))
 
 
@@ -237,7 +245,8 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--bitflip-width.vqc": flip(base, fixed + header_fields(PLAIN)["width"][0], 4),
         "BitstreamError--bitflip-payload.vqc": flip(base, len(base) - 6, 0x80),
         "BitstreamError--bitflip-crc.vqc": flip(base, len(base) - 1),
-        "UnsupportedVersionError--version-2.vqc": patch(base, VERSION_AT, b"\x02"),
+        "UnsupportedVersionError--version-3.vqc": patch(base, VERSION_AT, b"\x03"),
+        "any--version-2-on-a-version-1-body.vqc": patch(base, VERSION_AT, b"\x02"),
         "UnsupportedVersionError--version-255.vqc": patch(base, VERSION_AT, b"\xff"),
         "BitstreamError--version-0.vqc": patch(base, VERSION_AT, b"\x00"),
         "ok--flags-packetized-on-a-plain-body.vqc": patch(base, FLAGS_AT, b"\x01"),  # header intact, every packet lost
@@ -273,6 +282,22 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     }
     for cut in (VERSION_AT, ID_LENGTH_AT, ID_AT, fixed, fixed + 8, fixed + PLAIN.size, len(base) - 5, len(base) - 1):
         c[f"BitstreamError--truncated-at-{cut}.vqc"] = base[:cut]
+    # version 2: the coded-size extension record (type, length, width, height) ends the header
+    resized = codec.encode(photo, level=16, scale=0.5).data
+    record = _head_end(resized) - container.RECORD.size - container.CODED_SIZE.size
+    resized_head, resized_payload = container.unpack(resized)
+    c.update({
+        "ok--resized-57x40-from-28x20.vqc": resized,
+        "ok--resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3).data,
+        "ok--resized-empty-payload.vqc": with_payload(resized, b""),
+        "BitstreamError--resized-coded-size-0.vqc": patch(resized, record + container.RECORD.size, bytes(8)),
+        "BitstreamError--resized-coded-larger-than-image.vqc": container.pack(
+            dataclasses.replace(resized_head, coded_width=58, grid_width=4), resized_payload),
+        "BitstreamError--resized-extension-unknown-type.vqc": patch(resized, record, b"\x09"),
+        "BitstreamError--resized-extension-record-length-max.vqc": patch(resized, record + 1, b"\xff\xff"),
+        "BitstreamError--resized-extension-bytes-max.vqc": patch(resized, record - 2, b"\xff\xff"),
+        "BitstreamError--resized-extension-bytes-0.vqc": patch(resized, record - 2, b"\x00\x00"),
+    })
     # packetized files: the header must be intact; damaged or missing packets are restored
     packed = codec.encode(photo, level=16, packets=4).data
     head_end = fixed + PACKETIZED.size + CRC.size

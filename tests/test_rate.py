@@ -1,0 +1,140 @@
+"""Operating points (scale, level) in the format, and rate control within a byte budget (tiny model)."""
+
+import dataclasses
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqcodec import Codec
+from vqcodec.cli import main
+from vqcodec.codec import container, rate
+from vqcodec.errors import BitstreamError, VQCodecError
+
+
+@pytest.fixture
+def codec(tiny_model_path):
+    return Codec.from_pretrained(tiny_model_path, device="cpu")
+
+
+@pytest.fixture
+def big_photo():
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:120, 0:170]
+    img = np.stack([xx * 2, yy * 2, (xx * yy) % 256], -1) + rng.integers(0, 30, (120, 170, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_scaled_file_codes_the_resized_image_and_decodes_to_the_original_size(codec, big_photo):
+    encoded = codec.encode(big_photo, level=16, scale=0.5)
+    header = encoded.header
+    assert (header.width, header.height, header.coded_size, header.version) == (170, 120, (85, 60), 2)
+    assert (header.grid_width, header.grid_height) == (6, 4)
+    assert encoded.data[4] == 2 and container.read_header(encoded.data) == header
+    small = np.asarray(Image.fromarray(big_photo).resize((85, 60), Image.LANCZOS))
+    assert codec.encode(small, level=16).data[-8:] != encoded.data[-8:]  # other header, same kind of payload
+    decoded = codec.decode(encoded.data)
+    expected = codec.decode(codec.encode(small, level=16).data).resize((170, 120), Image.LANCZOS)
+    assert decoded.size == (170, 120) and np.array_equal(np.asarray(decoded), np.asarray(expected))
+    assert codec.encode(big_photo, level=16, scale=1.0).data == codec.encode(big_photo, level=16).data  # version 1
+    packed = codec.encode(big_photo, level=16, scale=0.5, packets=3)
+    assert np.array_equal(np.asarray(codec.decode(packed.data)), np.asarray(decoded))
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+def test_bad_scale_is_refused(codec, big_photo, scale):
+    with pytest.raises(VQCodecError, match="scale"):
+        codec.encode(big_photo, scale=scale)
+
+
+def test_one_encoder_pass_gives_every_level_the_same_indices(codec, big_photo):
+    x = torch.from_numpy(big_photo).permute(2, 0, 1)[None].float() / 255
+    grids = codec.runner.encode_levels(x, codec.levels)
+    for level in codec.levels:
+        assert torch.equal(grids[level], codec.encode_indices(x, level))
+
+
+@pytest.mark.parametrize("budget", [64, 75, 90, 110, 400])
+def test_rate_control_never_exceeds_the_budget_and_spends_it(codec, big_photo, budget):
+    encoded = codec.encode(big_photo, max_bytes=budget)
+    assert len(encoded.data) <= budget
+    points = [(s, level) for s in rate.SCALES for level in codec.levels]
+    sizes = [len(codec.encode(big_photo, level=level, scale=s).data) for s, level in points]
+    best_possible = max(size for size in sizes if size <= budget)
+    assert len(encoded.data) >= min(rate.FILL * budget, best_possible)
+    assert codec.decode(encoded.data).size == (170, 120)
+
+
+def test_bpp_budget_counts_the_whole_file(codec, big_photo):
+    encoded = codec.encode(big_photo, bpp=0.05)
+    assert encoded.bpp <= 0.05 and len(encoded.data) <= 0.05 * 170 * 120 / 8
+    assert len(codec.encode(big_photo, bpp=0.05, max_bytes=70).data) <= 70
+
+
+def test_budget_problems_are_clear_errors(codec, big_photo):
+    with pytest.raises(VQCodecError, match="no operating point fits 10 bytes"):
+        codec.encode(big_photo, max_bytes=10)
+    with pytest.raises(VQCodecError, match="not both"):
+        codec.encode(big_photo, level=16, bpp=0.05)
+    with pytest.raises(VQCodecError, match="bpp must be positive"):
+        codec.encode(big_photo, bpp=0)
+
+
+HEADER = container.Header(model_id="tiny", fingerprint=bytes(range(8)), level=256, width=65, height=257, grid_width=3,
+                          grid_height=9, factor=16, entropy_model=1, coded_width=33, coded_height=129)
+
+
+def test_version_2_golden_bytes():
+    """Version 2 = version 1's fields, then the extension records; docs/bitstream.md has the spec."""
+    data = container.pack(HEADER, b"\xab")
+    body = (b"\x89VQC" + b"\x02\x00\x04" + b"tiny" + bytes(range(8)) + struct.pack("<IIIHHBBI", 256, 65, 257, 3, 9, 16, 1, 1)
+            + struct.pack("<H", 11) + struct.pack("<BH", 1, 8) + struct.pack("<II", 33, 129) + b"\xab")
+    assert data == body + struct.pack("<I", zlib.crc32(body))
+    assert container.unpack(data) == (HEADER, b"\xab")
+
+
+def _with_record(record: bytes) -> bytes:
+    body = container.pack(HEADER, b"")[:-4]
+    at = body.index(struct.pack("<H", 11))
+    body = body[:at] + struct.pack("<H", len(record)) + record
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("record, message", [
+    (struct.pack("<BH", 9, 0), "unsupported header extension 9"),
+    (struct.pack("<BH", 1, 8) + struct.pack("<II", 0, 129), "coded size 0"),
+    (struct.pack("<BH", 1, 8) + struct.pack("<II", 33, 129) + struct.pack("<BH", 1, 8) + struct.pack("<II", 33, 129),
+     "bad extension record 1"),
+    (struct.pack("<BH", 1, 20) + struct.pack("<II", 33, 129), "bad extension record 1"),
+    (b"", "without extensions"),
+    (b"\x01", "truncated extension record"),
+])
+def test_bad_extensions_are_refused(record, message):
+    with pytest.raises(BitstreamError, match=message):
+        container.read(_with_record(record))
+
+
+def test_coded_size_must_fit_the_image():
+    with pytest.raises(BitstreamError, match="invalid coded size"):
+        container.read(container.pack(dataclasses.replace(HEADER, coded_width=66, grid_width=5), b""))
+    with pytest.raises(BitstreamError, match="grid size"):
+        container.read(container.pack(dataclasses.replace(HEADER, grid_width=5), b""))
+
+
+def test_cli_scale_budget_and_info(tmp_path, tiny_model_path, big_photo, capsys):
+    Image.fromarray(big_photo).save(tmp_path / "p.png")
+    model = ["--model", str(tiny_model_path)]
+    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "a.vqc"), "--level", "16", "--scale", "0.5", *model]) == 0
+    assert "at 85x60" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "b.vqc"), "--max-bytes", "120", *model]) == 0
+    assert (tmp_path / "b.vqc").stat().st_size <= 120
+    assert main(["info", str(tmp_path / "a.vqc")]) == 0
+    out = capsys.readouterr().out
+    assert "coded at 85x60" in out and "version 2" in out
+    assert main(["decode", str(tmp_path / "a.vqc"), "-o", str(tmp_path / "a.png"), *model]) == 0
+    assert Image.open(tmp_path / "a.png").size == (170, 120)
+    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "c.vqc"), "--max-bytes", "5", *model]) == 1
+    assert "no operating point fits 5 bytes" in capsys.readouterr().err

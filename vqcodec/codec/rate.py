@@ -1,0 +1,79 @@
+"""Operating points and rate control: which (scale, level) codes an image within a byte budget.
+
+A file's bits grow with its grid (the scale squared) and with log2 of the level, so the same
+budget buys a fine level at a smaller scale or a coarse level at full size. For a budget, every
+scale in :data:`SCALES` offers its largest file (the largest level) that fits; of those that fill at least
+:data:`FILL` of the budget, the one whose decode is closest to the image (PSNR at full size, the
+fidelity that matters at these rates) wins. Every size is a real file size: a budget is never exceeded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import VQCodecError
+from .image_io import image_to_tensor, resample
+
+if TYPE_CHECKING:
+    from .codec import Codec, EncodedImage
+
+SCALES = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
+FILL = 0.9  # a candidate must use this share of the budget, so the bytes asked for are spent
+
+
+def coded_size(width: int, height: int, scale: float | None) -> tuple[int, int]:
+    """The size an image of ``width × height`` is coded at for ``scale`` in (0, 1]."""
+    if scale is None:
+        return width, height
+    if not 0 < scale <= 1:
+        raise VQCodecError(f"scale must be in (0, 1], got {scale}")
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def budget_bytes(width: int, height: int, bpp: float | None = None, max_bytes: int | None = None) -> int:
+    """The byte budget of a ``bpp`` target (whole file, headers included) and/or a ``max_bytes`` cap."""
+    limits = []
+    if bpp is not None:
+        if not bpp > 0:
+            raise VQCodecError(f"bpp must be positive, got {bpp}")
+        limits.append(math.floor(bpp * width * height / 8))
+    if max_bytes is not None:
+        if max_bytes < 1:
+            raise VQCodecError(f"max_bytes must be positive, got {max_bytes}")
+        limits.append(int(max_bytes))
+    return min(limits)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def encode_within(
+    codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None
+) -> EncodedImage:
+    """The best file of at most ``budget`` bytes for ``image`` (``uint8 [H,W,3]``)."""
+    height, width = image.shape[:2]
+    candidates: list[EncodedImage] = []
+    sizes_done: set[tuple[int, int]] = set()
+    for scale in SCALES:
+        size = coded_size(width, height, scale)
+        if size in sizes_done:  # tiny images: several scales round to one size
+            continue
+        sizes_done.add(size)
+        grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), codec.levels)
+        files = [codec.pack(grids[level][0].numpy(), level, (width, height), size, packets, packet_bytes) for level in grids]
+        fitting = [f for f in files if len(f.data) <= budget]
+        if fitting:  # the scale's biggest file within budget (the largest level, for a real model)
+            candidates.append(max(fitting, key=lambda f: (len(f.data), f.header.level)))
+            if len(candidates[-1].data) < FILL * budget and any(len(c.data) >= FILL * budget for c in candidates):
+                break  # smaller scales only get smaller
+    if not candidates:
+        raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
+    filling = [c for c in candidates if len(c.data) >= FILL * budget] or [max(candidates, key=lambda c: len(c.data))]
+    if len(filling) == 1:
+        return filling[0]
+    return max(filling, key=lambda c: psnr(np.asarray(codec.decode(c.data)), image))
