@@ -50,6 +50,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sheet(codec: Codec, path: Path, target: float, out: Path) -> None:
+    """Original, the fixed level nearest the target at full size, and rate control, side by side (JPEG)."""
+    from PIL import Image, ImageDraw
+
+    image = load_image(path)
+    arr = np.asarray(image)
+    fixed = max((codec.encode(arr, level=level) for level in codec.levels), key=lambda e: (e.bpp <= target, -abs(e.bpp - target)))
+    chosen = codec.encode(arr, bpp=target)
+    h = chosen.header
+    tiles = [("original", image), (f"level {fixed.header.level}, full size: {fixed.bpp:.4f} bpp", codec.decode(fixed.data)),
+             (f"--bpp {target}: level {h.level} at {h.coded_size[0]}x{h.coded_size[1]}, {chosen.bpp:.4f} bpp",
+              codec.decode(chosen.data))]
+    width = image.width // 2
+    box = ((image.width - width) // 2, 0, (image.width + width) // 2, min(image.height, 384))
+    canvas = Image.new("RGB", (3 * width, box[3] + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, tile) in enumerate(tiles):
+        canvas.paste(tile.crop(box), (i * width, 18))
+        draw.text((i * width + 4, 3), name, fill="black")
+    canvas.save(out, quality=90)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -58,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.04, 0.05])
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--readme", help="Markdown file whose `rate_<data name>` block is rewritten")
+    p.add_argument("--sheet-image", help="with --readme: an image of --data shown in a comparison sheet")
+    p.add_argument("--sheet-target", type=float, default=0.02, help="the sheet's target bpp (default 0.02)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -95,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         command = "python scripts/evaluate_rate.py " + " ".join(argv if argv is not None else sys.argv[1:])
         images = len({r["image"] for r in rows})
-        replace_block(Path(args.readme), f"rate_{Path(args.data).name}",
-                      f"{images} images; the command: `{command}`.\n\n{text}\n")
+        name = Path(args.data).name
+        block = f"{images} images; the command: `{command}`.\n\n{text}\n"
+        if args.sheet_image:
+            img = Path(args.readme).parent / "img"
+            img.mkdir(parents=True, exist_ok=True)
+            sheet(codec, Path(args.data) / args.sheet_image, args.sheet_target, img / f"rate_{name}.jpg")
+            block += (f"\n![{args.sheet_image}: a fixed level at full size against rate control at "
+                      f"{args.sheet_target} bpp](img/rate_{name}.jpg)\n")
+        replace_block(Path(args.readme), f"rate_{name}", block)
     return 0
 
 
