@@ -26,6 +26,14 @@ def test_save_then_open_reads_the_header_only(tmp_path, tiny, photo, monkeypatch
         assert (im.format, im.size, im.mode, im.info["level"]) == ("VQC", (57, 40), "RGB", 16)
 
 
+def test_save_takes_rate_control_and_scale(tmp_path, tiny, photo):
+    Image.fromarray(photo).save(tmp_path / "r.vqc", max_bytes=80)
+    assert (tmp_path / "r.vqc").stat().st_size <= 80
+    Image.fromarray(photo).save(tmp_path / "s.vqc", level=16, scale=0.5)
+    assert (tmp_path / "s.vqc").read_bytes() == tiny.encode(photo, level=16, scale=0.5).data
+    assert Image.open(tmp_path / "s.vqc").size == (57, 40)
+
+
 def test_load_decodes_like_the_codec(tmp_path, tiny, photo):
     data = tiny.encode(photo, level=16).data
     (tmp_path / "p.vqc").write_bytes(data)
@@ -47,5 +55,7 @@ def test_bad_files_raise_what_pillow_users_expect(tmp_path, tiny, photo):
     (tmp_path / "bad.vqc").write_bytes(bytes(corrupt))
     with Image.open(tmp_path / "bad.vqc") as im, pytest.raises(OSError, match="CRC"):
         im.load()
+    with pytest.raises(OSError, match="no operating point fits 5 bytes"):
+        Image.fromarray(photo).save(tmp_path / "x.vqc", max_bytes=5)
     with pytest.raises(OSError, match="level 5 is not available"):
         Image.fromarray(photo).save(tmp_path / "x.vqc", level=5)

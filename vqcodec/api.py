@@ -19,11 +19,11 @@ def _codec(model: str, device: str) -> Codec:
 
 
 def encode(
-    image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto", packets: int | None = None
+    image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto", **options
 ) -> bytes:
-    """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes
-    (``packets``: that many independently decodable packets, for lossy channels)."""
-    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, packets=packets).data
+    """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes; ``options``
+    as :meth:`Codec.encode` (``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``)."""
+    return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, **options).data
 
 
 def decode(data: bytes, model: str | Path | None = None, device: str = "auto", **options) -> Image.Image:
