@@ -25,8 +25,8 @@ setup(
     ],
     extras_require={
         "train": ["lpips>=0.1.4", "torchvision", "scikit-learn>=1.3"],
-        "eval": ["lpips>=0.1.4", "torchvision", "pytorch-msssim>=1.0", "pillow-heif", "pillow-jxl-plugin", "matplotlib", "scikit-learn>=1.3"],
-        "test": ["pytest>=7", "ruff", "hypothesis", "pytorch-msssim>=1.0", "nbclient", "nbformat", "ipykernel", "matplotlib", "lpips>=0.1.4", "torchvision", "scikit-learn>=1.3",
+        "eval": ["lpips>=0.1.4", "torchvision", "pytorch-msssim>=1.0", "piq>=0.8", "pillow-heif", "pillow-jxl-plugin", "matplotlib", "scikit-learn>=1.3"],
+        "test": ["pytest>=7", "ruff", "hypothesis", "pytorch-msssim>=1.0", "piq>=0.8", "nbclient", "nbformat", "ipykernel", "matplotlib", "lpips>=0.1.4", "torchvision", "scikit-learn>=1.3",
                  "ray[data]>=2.9"],
         "ray": ["ray[data]>=2.9"],  # corpus mode: vqcodec encode/decode DIR -o OUTDIR --ray
     },

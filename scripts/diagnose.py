@@ -32,6 +32,7 @@ from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.metrics import lpips_squeeze, psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
+from vqcodec.training.trainer import load_checkpoint_model  # noqa: E402
 
 PERIODS = (2, 4, 8, 16)
 
@@ -82,12 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None, help="registered name or .safetensors (default: the embedded model)")
     p.add_argument("--levels", type=int, nargs="+", help="default: every level")
+    p.add_argument("--decoder-from", help="a train_vqgan.py checkpoint (last.pt) of a --train-only decoder run: "
+                   "its decoder side replaces the model's (encoder, codebook and levels stay)")
+    p.add_argument("--live", action="store_true", help="with --decoder-from: the live weights, not the average")
     p.add_argument("--crop", type=int, help="center crop (pixels) of each image")
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
 
     codec = Codec.from_pretrained(args.model, device="cpu", restorer=False)
     model = codec.model
+    if args.decoder_from:
+        trained = load_checkpoint_model(args.decoder_from, ema=not args.live).state_dict()
+        decoder_side = {k: v for k, v in trained.items() if k.startswith(("decoder.", "post_quant_conv."))}
+        model.load_state_dict(decoder_side, strict=False)
+        model._level_models.clear()
     lpips = lpips_squeeze()
     levels = args.levels or codec.levels
     conditions = ["unquantized", *[f"level {level}" for level in levels]]

@@ -3,7 +3,9 @@
 
     python scripts/plot_rd.py --results results/kodak [--image kodim23.png] [--level 256]
 
-Writes ``rd.png``/``rd.svg`` (bpp vs PSNR, MS-SSIM and LPIPS-Squeeze, one curve per codec) and
+Writes ``rd.png``/``rd.svg`` (bpp vs PSNR, MS-SSIM, LPIPS-Squeeze and HaarPSI, one curve per codec;
+rate-controlled vqcodec, ``vqcodec-rc``, is its own curve, and a classical codec's curve is its
+points matched to the fixed levels, or to rate control when there are no fixed levels) and
 ``sheet_<image>.png`` (the same crop from every codec at one vqcodec level's bpp).
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PANELS = [("psnr", "PSNR (dB) ↑"), ("ms_ssim", "MS-SSIM ↑"), ("lpips_squeeze", "LPIPS-Squeeze ↓")]
+PANELS = [("psnr", "PSNR (dB) ↑"), ("ms_ssim", "MS-SSIM ↑"), ("lpips_squeeze", "LPIPS-Squeeze (training loss) ↓"),
+          ("haarpsi", "HaarPSI (no network) ↑")]
 
 
 def plot_curves(summary: list[dict], out: Path, title: str) -> None:
@@ -26,16 +29,19 @@ def plot_curves(summary: list[dict], out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves: dict[str, list[dict]] = {}
+    fixed: dict[str, list[dict]] = {}
+    rc: dict[str, list[dict]] = {}
     for e in summary:
         if e["reached"] == e["images"] and not math.isnan(e["bpp"]):
-            curves.setdefault(e["codec"], []).append(e)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+            (rc if e.get("rc_target") is not None else fixed).setdefault(e["codec"], []).append(e)
+    curves = {**rc, **fixed}  # classical codecs: the fixed-level matches when there are any
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5.3 * len(PANELS), 4.8))
     for ax, (metric, label) in zip(axes, PANELS):
         for name, pts in sorted(curves.items()):
             pts = sorted(pts, key=lambda e: e["bpp"])
             vq = name.startswith("vqcodec")
-            ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], marker="o" if vq else ".",
+            ax.plot([p["bpp"] for p in pts], [p.get(metric, math.nan) for p in pts],
+                    marker=("s" if name in rc else "o") if vq else ".",
                     linewidth=2.5 if vq else 1.2, linestyle="-" if vq or "resample" in name else "--", label=name)
         ax.set_xlabel("bits per pixel (measured file size)")
         ax.set_ylabel(label)

@@ -8,7 +8,13 @@ RD plot to ``docs/img/rd_<name>.png`` and replaces the block (in ``--readme``, d
 ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->`` with the table: per vqcodec level, the
 best classical codec at the same bpp (lowest LPIPS-Squeeze among those that reached the target
 on every image, plain or resampled), and how far vqcodec is from the target of half its
-LPIPS-Squeeze with PSNR at most 2 dB below.
+LPIPS-Squeeze with PSNR at most 2 dB below. Metrics: PSNR, MS-SSIM, LPIPS-Squeeze (the model's
+training loss, so it flatters vqcodec), KID-Squeeze and HaarPSI (network-free).
+
+Options it does not know go to ``evaluate.py``; with ``--bpp-targets X ...`` the block
+``<name>_rc`` gets the same comparison for vqcodec's rate control at each target:
+
+    python scripts/report.py --data ../shared/data/kodak --name kodak --bpp-targets 0.01 0.02 0.03 0.04
 """
 
 from __future__ import annotations
@@ -28,28 +34,54 @@ import evaluate  # noqa: E402
 import plot_rd  # noqa: E402
 from _readme import replace_block  # noqa: E402
 
+METRIC_NOTE = ("LPIPS-Squeeze is the model's training loss (it flatters vqcodec); HaarPSI is computed without a "
+               "network and no model here was trained on it.")
 
-def table(summary: list[dict]) -> str:
-    vq = [e for e in summary if e["codec"].startswith("vqcodec")]
+
+def _rc(e: dict) -> bool:
+    """A rate-control point (vqcodec-rc or a classical codec matched to it), not a fixed level."""
+    return e.get("rc_target") is not None
+
+
+def _metrics(e: dict) -> str:
+    return (f"{e['psnr']:.2f} | {e['ms_ssim']:.4f} | {e['lpips_squeeze']:.4f} | {e['kid_squeeze']:.3f} | "
+            f"{e.get('haarpsi', math.nan):.4f}")
+
+
+def _comparison(summary: list[dict], first: str, points: list[dict], same_point) -> str:
+    """Rows of vqcodec ``points`` beside the best classical codec at ≤ the same bpp (lowest LPIPS-Squeeze
+    among those that reached the target on every image); ``same_point(e, c)``: c was matched to e."""
     lines = [
-        "| level | bpp | PSNR | MS-SSIM | LPIPS-Sq | KID-Sq | best classical at ≤ same bpp | its bpp | PSNR | MS-SSIM | LPIPS-Sq | "
-        "KID-Sq | LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {first} | bpp | PSNR | MS-SSIM | LPIPS-Sq | KID-Sq | HaarPSI | best classical at ≤ same bpp | its bpp | PSNR | "
+        "MS-SSIM | LPIPS-Sq | KID-Sq | HaarPSI | LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) | ΔHaarPSI |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for e in sorted(vq, key=lambda e: -e["level"]):
-        rivals = [c for c in summary if not c["codec"].startswith("vqcodec") and c["level"] == e["level"]
+    for e in points:
+        rivals = [c for c in summary if not c["codec"].startswith("vqcodec") and same_point(e, c)
                   and c["reached"] == c["images"] and not math.isnan(c["lpips_squeeze"])]
         best = min(rivals, key=lambda c: c["lpips_squeeze"]) if rivals else None
-        row = (f"| {e['level']} | {e['bpp']:.4f} | {e['psnr']:.2f} | {e['ms_ssim']:.4f} | {e['lpips_squeeze']:.4f} | "
-               f"{e['kid_squeeze']:.3f} | ")
+        point = e["level"] if not _rc(e) else f"{e['rc_target']:g}"
+        row = f"| {point} | {e['bpp']:.4f} | {_metrics(e)} | "
         if best:
-            row += (f"{best['codec']} | {best['bpp']:.4f} | {best['psnr']:.2f} | {best['ms_ssim']:.4f} | "
-                    f"{best['lpips_squeeze']:.4f} | {best['kid_squeeze']:.3f} | {e['lpips_squeeze'] / best['lpips_squeeze']:.2f} | "
-                    f"{e['psnr'] - best['psnr']:+.2f} |")
+            row += (f"{best['codec']} | {best['bpp']:.4f} | {_metrics(best)} | "
+                    f"{e['lpips_squeeze'] / best['lpips_squeeze']:.2f} | {e['psnr'] - best['psnr']:+.2f} | "
+                    f"{e.get('haarpsi', math.nan) - best.get('haarpsi', math.nan):+.4f} |")
         else:
-            row += "none reaches this bpp | | | | | | | |"
+            row += "none reaches this bpp | | | | | | | | | | |"
         lines.append(row)
     return "\n".join(lines)
+
+
+def table(summary: list[dict]) -> str:
+    """Per fixed vqcodec level (high to low), vqcodec beside the best classical codec at ≤ its bpp."""
+    vq = sorted((e for e in summary if e["codec"].startswith("vqcodec") and not _rc(e)), key=lambda e: -e["level"])
+    return _comparison(summary, "level", vq, lambda e, c: not _rc(c) and c["level"] == e["level"])
+
+
+def rc_table(summary: list[dict]) -> str:
+    """Per rate-control target (low to high), vqcodec-rc beside the best classical codec at ≤ its files' bpp."""
+    vq = sorted((e for e in summary if e["codec"].startswith(evaluate.RC) and _rc(e)), key=lambda e: e["rc_target"])
+    return _comparison(summary, "target bpp", vq, lambda e, c: _rc(c) and c["rc_target"] == e["rc_target"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if evaluate.main(["--data", args.data, "--out", str(out), "--workers", str(args.workers), *rest]) != 0:
         return 1
     summary = json.loads((out / "summary.json").read_text())
-    levels = sorted({e["level"] for e in summary if e["codec"].startswith("vqcodec")})
+    levels = sorted({e["level"] for e in summary if e["codec"].startswith("vqcodec") and not _rc(e)})
     sheet_level = levels[len(levels) // 2]
     plot_args = ["--results", str(out), "--title", args.name]
     if (Path(args.data) / args.sheet_image).exists():
@@ -78,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     rel = Path(os.path.relpath(img, readme.parent)).as_posix()
     counted = [e["images"] for e in summary if e["codec"].startswith("vqcodec")]
     note = f"Mean over {max(counted)} images; the command: `python scripts/report.py --data {args.data} --name {args.name}"
-    note += "".join(f" {a}" for a in rest) + "`.\n\n"
+    note += "".join(f" {a}" for a in rest) + "`. " + METRIC_NOTE + "\n\n"
     block = f"{note}{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
     if sheet.exists():
         shutil.copy(sheet, img / f"sheet_{args.name}.png")
         block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
     replace_block(readme, args.name, block)
-    print(f"updated {readme} ({args.name})")
+    if any(_rc(e) for e in summary):
+        rc_note = note.replace("Mean over", "Rate control (`Codec.encode(image, bpp=target)`), mean over", 1)
+        replace_block(readme, f"{args.name}_rc", f"{rc_note}{rc_table(summary)}\n", after=args.name)
+    print(f"updated {readme} ({args.name}{f', {args.name}_rc' if any(_rc(e) for e in summary) else ''})")
     return 0
 
 

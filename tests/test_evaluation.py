@@ -80,10 +80,46 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path, mock_squeezenet
     summary = json.loads((out / "summary.json").read_text())
     vq = [e for e in summary if e["codec"].startswith("vqcodec")]
     assert len(vq) == 2 and all(np.isfinite(e["kid_squeeze"]) for e in vq)
+    assert all(0 < float(r["haarpsi"]) <= 1 for r in rows if r["bpp"])
+    assert all(0 < e["haarpsi"] <= 1 for e in summary if e["reached"])
     assert evaluate.main(argv) == 0  # resumed: nothing left to do
     assert len(list(csv.DictReader(open(out / "per_image.csv")))) == len(rows)
+
+    # rate control added to the finished images: vqcodec-rc at each target, the classical codecs matched to its files
+    targets = [0.02, 0.03]
+    assert evaluate.main([*argv, "--bpp-targets", *map(str, targets)]) == 0
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    rc = [r for r in rows if r["rc_target"]]
+    assert len(rows) == 2 * 2 * (1 + 4) + len(rc) and len(rc) == 2 * len(targets) * (1 + 4)
+    vq_rc = {(r["image"], float(r["rc_target"])): r for r in rc if r["codec"].startswith("vqcodec-rc:")}
+    assert len(vq_rc) == 2 * len(targets)
+    for (image, target), r in vq_rc.items():
+        f = out / "files" / f"{Path(image).stem}.R{target:g}.vqc".replace("R0.", "R0p")
+        assert int(r["bytes"]) == f.stat().st_size <= target * 300 * 272 / 8
+        assert 0 < float(r["haarpsi"]) <= 1 and float(r["bpp"]) == float(r["target_bpp"])
+    for r in rc:
+        if r["bpp"]:  # ≤ the bytes of vqcodec-rc's file for that image and target
+            assert int(r["bytes"]) <= int(vq_rc[(r["image"], float(r["rc_target"]))]["bytes"])
+            assert r["haarpsi"] != ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(e["rc_target"] for e in summary if e["codec"].startswith("vqcodec-rc")) == targets
+    report = load_script("report")
+    assert report.table(summary).count("\n") == 2 + 1 and report.rc_table(summary).count("\n") == 2 + 1
+    assert "HaarPSI" in report.rc_table(summary) and "| 0.02 |" in report.rc_table(summary)
     assert load_script("plot_rd").main(["--results", str(out)]) == 0
     assert (out / "rd.png").stat().st_size > 10_000 and (out / "rd.svg").exists()
+
+    # a per_image.csv from before HaarPSI: upgraded in place, its HaarPSI missing (NaN), nothing recomputed
+    old = [k for k in evaluate.FIELDS if k not in ("haarpsi", "rc_target")]
+    with open(out / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, old, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r in rows if not r["rc_target"])
+    assert evaluate.main(argv) == 0
+    upgraded = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(upgraded) == 2 * 2 * (1 + 4) and all(r["haarpsi"] == "" for r in upgraded)
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(np.isnan(e["haarpsi"]) and np.isfinite(e["psnr"]) for e in summary if e["codec"].startswith("vqcodec"))
 
 
 def test_evaluate_loss_script_end_to_end(tmp_path, mock_squeezenet):

@@ -5,7 +5,7 @@ in ../shared are marked ``slow``."""
 import pytest
 import torch
 
-from vqcodec.metrics import lpips_squeeze, ms_ssim, psnr, squeezenet_backbone_path
+from vqcodec.metrics import HAARPSI_MIN_SIDE, haarpsi, lpips_squeeze, ms_ssim, psnr, squeezenet_backbone_path
 
 
 def test_psnr_known_value():
@@ -18,6 +18,29 @@ def test_ms_ssim_identity_and_small_images():
     x = torch.rand(1, 3, 192, 192)
     assert float(ms_ssim(x, x)[0]) == pytest.approx(1.0, abs=1e-5)
     assert torch.isnan(ms_ssim(x[..., :64, :64], x[..., :64, :64])).all()
+
+
+def test_haarpsi_is_one_for_identical_images_and_falls_with_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 96, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # some structure for the wavelets, not only noise
+    noise = torch.randn(x.shape, generator=g)
+    assert haarpsi(x, x).shape == (2,)
+    assert torch.allclose(haarpsi(x, x), torch.ones(2), atol=1e-5)
+    scores = [haarpsi(x, (x + s * noise).clamp(0, 1)) for s in (0.01, 0.03, 0.1, 0.3)]
+    assert all((a > b).all() for a, b in zip(scores, scores[1:]))
+    assert (scores[0] < 1).all() and (scores[-1] < 0.6).all()
+    blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2)
+    assert (haarpsi(x, blurred) < 1 - 1e-3).all()
+
+
+def test_haarpsi_refuses_small_images():
+    x = torch.rand(1, 3, HAARPSI_MIN_SIDE, 40)
+    assert float(haarpsi(x, x)[0]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="at least 16"):
+        haarpsi(x[..., : HAARPSI_MIN_SIDE - 1, :], x[..., : HAARPSI_MIN_SIDE - 1, :])
+    with pytest.raises(ValueError, match="one shape"):
+        haarpsi(x, x[..., :20])
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, MS-SSIM and LPIPS-Squeeze (also the training's perceptual loss).
+"""Image quality metrics: PSNR, MS-SSIM, HaarPSI and LPIPS-Squeeze (also the training's perceptual loss).
 
 LPIPS here is always the ``lpips`` package's SqueezeNet variant with its trunk loaded from a local
 ImageNet state dict; report it as "LPIPS-Squeeze", never as plain "LPIPS" (AlexNet).
@@ -80,6 +80,28 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if min(x.shape[-2:]) <= 160:
         return torch.full((x.shape[0],), float("nan"))
     return _ms_ssim(x, y, data_range=1.0, size_average=False)
+
+
+HAARPSI_MIN_SIDE = 16  # piq's default 3 Haar scales need a 2**(3+1) px filter on each side
+
+
+def haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """HaarPSI per image of ``[B,3,H,W]`` tensors in [0,1] (``piq.haarpsi``, data range 1) → ``[B]``.
+
+    The Haar wavelet-based perceptual similarity index (Reisenhofer et al. 2018): 1 for identical
+    images, lower for worse ones. It is computed from fixed Haar filters on the YIQ channels, with
+    no network, and no model here was trained on it, so unlike LPIPS-Squeeze it does not flatter
+    vqcodec. piq's defaults: 3 scales on the 2× average-pooled image. Images smaller than
+    ``HAARPSI_MIN_SIDE`` (16) px on a side have no value: a ``ValueError`` says so.
+    """
+    import piq
+
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"haarpsi needs two [B,3,H,W] tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < HAARPSI_MIN_SIDE:
+        raise ValueError(f"HaarPSI needs images of at least {HAARPSI_MIN_SIDE}×{HAARPSI_MIN_SIDE} px, got "
+                         f"{x.shape[-1]}×{x.shape[-2]}")
+    return piq.haarpsi(x.float(), y.float(), data_range=1.0, reduction="none")
 
 
 def squeezenet_features(backbone: str | Path | None = None) -> nn.Module:
