@@ -166,6 +166,8 @@ def test_codec_uses_the_restorer_beside_the_model(tmp_path, big_photo):
     assert report.indices_lost == round(0.2 * report.indices) and report.packets == 0
     with pytest.raises(VQCodecError, match="packetized"):
         decode_with_loss(codec, plain, 0.2)
+    with pytest.raises(VQCodecError, match="does not match"):
+        codec.decode_with_report(plain, lost=np.zeros((2, 2), dtype=bool))
 
 
 def test_cli_packets_info_and_simulated_loss(tmp_path, tiny_model_path, big_photo, capsys):

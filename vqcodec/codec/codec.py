@@ -231,6 +231,8 @@ class Codec:
         self.check_compatible(header)
         entropy = self.entropy.for_file(header.entropy_model, header.level)
         grid = payload.read(stream, entropy)
+        if lost is not None and tuple(lost.shape) != grid.known.shape:
+            raise VQCodecError(f"lost mask {tuple(lost.shape)} does not match the {grid.known.shape} index grid")
         known = grid.known if lost is None else grid.known & ~np.asarray(lost, dtype=bool)
         indices = torch.from_numpy(grid.indices)
         report = DecodeReport(
