@@ -65,3 +65,18 @@ def mock_squeezenet(squeezenet_path, monkeypatch) -> Path:
     """Point LPIPS-Squeeze/KID-Squeeze (and subprocesses) at the random backbone via $VQCODEC_SQUEEZENET."""
     monkeypatch.setenv("VQCODEC_SQUEEZENET", str(squeezenet_path))
     return squeezenet_path
+
+
+def noisy_gradient(height: int, width: int, noise: int, seed: int) -> np.ndarray:
+    """Gradients and a product pattern plus uniform noise: enough structure to fill several codes."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([xx * 2, yy * 2, (xx * yy) % 256], -1) + np.random.default_rng(seed).integers(0, noise, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def codec(tiny_model_path):
+    """A CPU codec over the tiny model."""
+    from vqcodec import Codec
+
+    return Codec.from_pretrained(tiny_model_path, device="cpu")

@@ -9,11 +9,6 @@ from vqcodec.errors import BitstreamError, ModelMismatchError, VQCodecError
 from vqcodec.weights import LoadedModel, fingerprint, load_model, save_model
 
 
-@pytest.fixture
-def codec(tiny_model_path):
-    return Codec.from_pretrained(tiny_model_path, device="cpu")
-
-
 @pytest.mark.parametrize("backbone", ["taef2", "taming"])
 def test_indices_round_trip_is_exact(backbone):
     model = tiny_model(backbone)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import skewed_priors, tiny_model
+from conftest import noisy_gradient, skewed_priors, tiny_model
 from PIL import Image
 
 from vqcodec import Codec
@@ -29,16 +29,8 @@ def split_packets(data: bytes) -> tuple[bytes, list[bytes]]:
 
 
 @pytest.fixture
-def codec(tiny_model_path):
-    return Codec.from_pretrained(tiny_model_path, device="cpu")
-
-
-@pytest.fixture
 def big_photo():
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:96, 0:130]
-    img = np.stack([xx * 2, yy * 2, (xx * yy) % 256], -1) + rng.integers(0, 40, (96, 130, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return noisy_gradient(96, 130, noise=40, seed=3)
 
 
 def test_packet_assignment_scatters_neighbours():

@@ -7,25 +7,17 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import noisy_gradient
 from PIL import Image
 
-from vqcodec import Codec
 from vqcodec.cli import main
 from vqcodec.codec import container, rate
 from vqcodec.errors import BitstreamError, VQCodecError
 
 
 @pytest.fixture
-def codec(tiny_model_path):
-    return Codec.from_pretrained(tiny_model_path, device="cpu")
-
-
-@pytest.fixture
 def big_photo():
-    rng = np.random.default_rng(5)
-    yy, xx = np.mgrid[0:120, 0:170]
-    img = np.stack([xx * 2, yy * 2, (xx * yy) % 256], -1) + rng.integers(0, 30, (120, 170, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return noisy_gradient(120, 170, noise=30, seed=5)
 
 
 def test_scaled_file_codes_the_resized_image_and_decodes_to_the_original_size(codec, big_photo):
