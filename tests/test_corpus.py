@@ -10,7 +10,7 @@ from PIL import Image
 from vqcodec import Codec
 from vqcodec.cli import main
 from vqcodec.codec.image_io import load_image
-from vqcodec.corpus import MANIFEST, decode_corpus, encode_corpus
+from vqcodec.corpus import MANIFEST, CorpusRun, decode_corpus, encode_corpus
 from vqcodec.fileio import sha256_bytes
 
 ray = pytest.importorskip("ray")
@@ -44,7 +44,7 @@ def _rows(manifest):
 
 def test_encode_resume_decode(local_ray, tmp_path, corpus, tiny_model_path):
     out = tmp_path / "out"
-    report = encode_corpus(corpus, out, model=tiny_model_path, level=16, progress=False)
+    report = encode_corpus(corpus, out, CorpusRun(model=tiny_model_path, progress=False), level=16)
     assert report.manifest == out / MANIFEST and (report.ok, report.skipped) == (3, 0)
     assert [(s.rsplit("/", 1)[-1], "not an image" in e) for s, e in report.failed] == [("bad.png", True)]
     rows = _rows(report.manifest)
@@ -58,11 +58,11 @@ def test_encode_resume_decode(local_ray, tmp_path, corpus, tiny_model_path):
     assert (out / "sub" / "c.vqc").is_file() and not (out / "bad.vqc").exists()
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.vqc")}
-    again = encode_corpus(corpus, out, model=tiny_model_path, level=16, progress=False)
+    again = encode_corpus(corpus, out, CorpusRun(model=tiny_model_path, progress=False), level=16)
     assert (again.ok, again.skipped, len(again.failed)) == (0, 3, 1)  # only the error row is retried
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.vqc")} == mtimes
 
-    decoded = decode_corpus(out, tmp_path / "dec", model=tiny_model_path, progress=False)
+    decoded = decode_corpus(out, tmp_path / "dec", CorpusRun(model=tiny_model_path, progress=False))
     assert (decoded.ok, decoded.failed) == (3, [])
     for row in _rows(decoded.manifest).values():
         expected = np.asarray(codec.decode(Path(row["source"]).read_bytes()))

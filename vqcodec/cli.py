@@ -153,8 +153,9 @@ def _corpus(args: argparse.Namespace, run: Callable[..., corpus.CorpusReport], *
         raise CliError("--ray takes one input directory")
     if args.output in (None, "-"):
         raise CliError("--ray needs -o OUTDIR")
-    report = run(args.inputs[0], args.output, address=args.ray, model=args.model, weights=args.weights, device=args.device,
-                 max_pixels=args.max_pixels, force=args.force, progress=not args.quiet, **options)
+    settings = corpus.CorpusRun(address=args.ray, model=args.model, weights=args.weights, device=args.device,
+                                max_pixels=args.max_pixels, force=args.force, progress=not args.quiet)
+    report = run(args.inputs[0], args.output, settings, **options)
     shown = 10
     for source, error in report.failed[:shown]:
         _say(f"error: {error if error.startswith(source) else f'{source}: {error}'}", None)

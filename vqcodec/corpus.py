@@ -42,55 +42,36 @@ class CorpusReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def encode_corpus(
-    src_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    address: str = "local",
-    model: str | Path | None = None,
-    weights: str | Path | None = None,
-    level: int | None = None,
-    scale: float | None = None,
-    bpp: float | None = None,
-    max_bytes: int | None = None,
-    packets: int | None = None,
-    packet_bytes: int | None = None,
-    device: str = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    num_actors: int | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> CorpusReport:
+@dataclass(frozen=True)
+class CorpusRun:
+    """Where and how a corpus job runs. ``address``: "local" starts a Ray instance on this machine;
+    "auto", "HOST:6379" or "ray://HOST:10001" joins a cluster, whose nodes must all see the input
+    and output folders at the same paths. An already initialised Ray is used as it is. ``model``:
+    a registered name or a weights file (decoding: default, the model each file names)."""
+
+    address: str = "local"
+    model: str | Path | None = None
+    weights: str | Path | None = None
+    device: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    num_actors: int | None = None
+    force: bool = False  # redo every input, ignoring the manifest
+    progress: bool = True
+
+
+def encode_corpus(src_dir: str | Path, out_dir: str | Path, run: CorpusRun = CorpusRun(), **encode_options) -> CorpusReport:
     """Encode every image under ``src_dir`` (recursively) to ``out_dir`` with the same relative
-    paths and a ``.vqc`` suffix; the encode options are :meth:`Codec.encode`'s. ``address``:
-    "local" starts a Ray instance on this machine; "auto", "HOST:6379" or "ray://HOST:10001" joins
-    a cluster, whose nodes must all see ``src_dir`` and ``out_dir`` at these paths. An already
-    initialised Ray is used as it is."""
-    options = {"level": level, "scale": scale, "bpp": bpp, "max_bytes": max_bytes, "packets": packets, "packet_bytes": packet_bytes}
-    return _run(_Encoder, src_dir, out_dir, IMAGE_SUFFIXES, ".vqc", options, address, model, weights, device,
-                max_pixels, num_actors, force, progress)
+    paths and a ``.vqc`` suffix; ``encode_options`` are :meth:`Codec.encode`'s (``level``,
+    ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``)."""
+    return _run(_Encoder, src_dir, out_dir, IMAGE_SUFFIXES, ".vqc", encode_options, run)
 
 
 def decode_corpus(
-    src_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    address: str = "local",
-    model: str | Path | None = None,
-    weights: str | Path | None = None,
-    restore: str = "auto",
+    src_dir: str | Path, out_dir: str | Path, run: CorpusRun = CorpusRun(), restore: str = "auto",
     restore_steps: int = DEFAULT_STEPS,
-    device: str = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    num_actors: int | None = None,
-    force: bool = False,
-    progress: bool = True,
 ) -> CorpusReport:
-    """Decode every ``.vqc`` file under ``src_dir`` to a PNG in ``out_dir``; each file's own model
-    unless ``model`` is given. Otherwise as :func:`encode_corpus`."""
-    options = {"restore": restore, "restore_steps": restore_steps}
-    return _run(_Decoder, src_dir, out_dir, {".vqc"}, ".png", options, address, model, weights, device,
-                max_pixels, num_actors, force, progress)
+    """Decode every ``.vqc`` file under ``src_dir`` to a PNG in ``out_dir``."""
+    return _run(_Decoder, src_dir, out_dir, {".vqc"}, ".png", {"restore": restore, "restore_steps": restore_steps}, run)
 
 
 # -- the actors ------------------------------------------------------------------------------------
@@ -166,8 +147,7 @@ def _write_output(path: Path, data: bytes, force: bool) -> None:
 
 
 # -- the driver ------------------------------------------------------------------------------------
-def _run(actor: type[_Actor], src_dir, out_dir, suffixes: set[str], out_suffix: str, options: dict, address: str,
-         model, weights, device: str, max_pixels: int, num_actors: int | None, force: bool, progress: bool) -> CorpusReport:
+def _run(actor: type[_Actor], src_dir, out_dir, suffixes: set[str], out_suffix: str, options: dict, run: CorpusRun) -> CorpusReport:
     """List the inputs, keep the rows an earlier run finished, run the rest on Ray, write the manifest."""
     try:
         import pyarrow  # noqa: F401
@@ -177,19 +157,19 @@ def _run(actor: type[_Actor], src_dir, out_dir, suffixes: set[str], out_suffix: 
     src_dir, out_dir = Path(src_dir).resolve(), Path(out_dir).resolve()
     pairs = _pairs(src_dir, out_dir, suffixes, out_suffix)
     manifest = out_dir / MANIFEST
-    done = {} if force else {
+    done = {} if run.force else {
         row["source"]: row for row in _read_manifest(manifest)
         if row["source"] in pairs and row["status"] == "ok" and Path(row["output"]).is_file()
     }
     rows = dict(done)
     todo = [{"source": s, "output": o} for s, o in pairs.items() if s not in done]
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = str(Path(model).resolve()) if model and Path(model).exists() else model  # actors' cwd is not ours
-    weights = str(Path(weights).resolve()) if weights else None
-    settings = {"model": model, "weights": weights, "max_pixels": max_pixels, "force": force, "options": options}
+    model = str(Path(run.model).resolve()) if run.model and Path(run.model).exists() else run.model  # actors' cwd is not ours
+    weights = str(Path(run.weights).resolve()) if run.weights else None
+    settings = {"model": model, "weights": weights, "max_pixels": run.max_pixels, "force": run.force, "options": options}
     checkpoint = time.monotonic()
     try:
-        for row in _ray_map(actor, todo, settings, address, device, num_actors, progress) if todo else ():
+        for row in _ray_map(actor, todo, settings, run) if todo else ():
             rows[row["source"]] = row
             if time.monotonic() - checkpoint > CHECKPOINT_S:
                 _write_manifest(manifest, rows)
@@ -247,8 +227,7 @@ def _write_manifest(path: Path, rows: dict[str, dict]) -> None:
     atomic_save(path, lambda f: pq.write_table(table, f), force=True)
 
 
-def _ray_map(actor: type[_Actor], todo: list[dict], settings: dict, address: str, device: str,
-             num_actors: int | None, progress: bool):
+def _ray_map(actor: type[_Actor], todo: list[dict], settings: dict, run: CorpusRun):
     """Yield the manifest row of every item of ``todo``, converted by a pool of ``actor`` on Ray."""
     import ray
     import ray.data
@@ -256,20 +235,20 @@ def _ray_map(actor: type[_Actor], todo: list[dict], settings: dict, address: str
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False if address == "local" else None,
-                     logging_level="WARNING", log_to_driver=progress)
+            ray.init(address=run.address, include_dashboard=False if run.address == "local" else None,
+                     logging_level="WARNING", log_to_driver=run.progress)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise VQCodecError(f"cannot start or reach Ray at {address!r}: {exc}") from None
+            raise VQCodecError(f"cannot start or reach Ray at {run.address!r}: {exc}") from None
     try:
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        if device == "cuda" and not gpus:
+        if run.device == "cuda" and not gpus:
             raise VQCodecError("device 'cuda' requested but the Ray cluster has no GPUs")
-        use_gpu = gpus > 0 and device != "cpu"
+        use_gpu = gpus > 0 and run.device != "cpu"
         per_actor = 1 if use_gpu else min(CPU_THREADS, cpus)
-        size = min(num_actors or (gpus if use_gpu else max(1, cpus // per_actor)), len(todo))
-        ray.data.DataContext.get_current().enable_progress_bars = progress
-        if not progress:
+        size = min(run.num_actors or (gpus if use_gpu else max(1, cpus // per_actor)), len(todo))
+        ray.data.DataContext.get_current().enable_progress_bars = run.progress
+        if not run.progress:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         dataset = ray.data.from_items(todo, override_num_blocks=min(len(todo), 1000)).map_batches(
             actor, batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=size),
