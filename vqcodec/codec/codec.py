@@ -153,6 +153,7 @@ class Codec:
         self,
         image: ImageLike,
         level: int | None = None,
+        *,
         scale: float | None = None,
         packets: int | None = None,
         packet_bytes: int | None = None,
