@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _readme import replace_block  # noqa: E402
 
 from vqcodec import Codec  # noqa: E402
-from vqcodec.codec.image_io import load_image  # noqa: E402
-from vqcodec.codec.rate import psnr  # noqa: E402
+from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
+from vqcodec.metrics import psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
 
 FIELDS = ["image", "target", "bpp", "level", "scale", "psnr", "encode_s", "plain_encode_s"]
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 encode_s = time.perf_counter() - started
                 h = encoded.header
                 row = {"image": path.name, "target": target, "bpp": len(encoded.data) * 8 / pixels, "level": h.level,
-                       "scale": h.coded_size[0] / h.width, "psnr": psnr(np.asarray(codec.decode(encoded.data)), image),
+                       "scale": h.coded_size[0] / h.width,
+                       "psnr": float(psnr(image_to_tensor(codec.decode(encoded.data)), image_to_tensor(image))[0]),
                        "encode_s": encode_s, "plain_encode_s": plain_s}
                 writer.writerow(row)
                 f.flush()

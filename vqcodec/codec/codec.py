@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from .. import registry
-from ..entropy import LevelEntropy
+from ..entropy import EntropyModel, LevelEntropy
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
@@ -194,8 +194,9 @@ class Codec:
         header, data = payload.write(header, indices, entropy, packets, packet_bytes)
         return EncodedImage(data, header)
 
-    def check_compatible(self, header: container.Header) -> None:
-        """Refuse a file this model did not write (other model, other weights, unknown level)."""
+    def check_compatible(self, header: container.Header) -> EntropyModel:
+        """Refuse a file this model did not write (other model, other weights, unknown level); the
+        entropy model the file names."""
         if header.model_id != self.model_id:
             raise ModelMismatchError(f"file was encoded with model {header.model_id!r}; loaded model is {self.model_id!r}")
         if header.fingerprint != self.fingerprint:
@@ -207,7 +208,7 @@ class Codec:
             raise BitstreamError(f"downsampling factor {header.factor} does not match the model's {self.factor}")
         if header.level not in self.levels:
             raise BitstreamError(f"level {header.level} is not one of the model's levels {self.levels}")
-        self.entropy.for_file(header.entropy_model, header.level)
+        return self.entropy.for_file(header.entropy_model, header.level)
 
     def decode(self, data: bytes | container.Stream, restore: str = "auto", restore_steps: int = DEFAULT_STEPS) -> Image.Image:
         """``.vqc`` bytes → RGB PIL image of the original size; lost indices are restored."""
@@ -229,8 +230,7 @@ class Codec:
         """
         stream = data if isinstance(data, container.Stream) else container.read(data, self.max_pixels)
         header = stream.header
-        self.check_compatible(header)
-        entropy = self.entropy.for_file(header.entropy_model, header.level)
+        entropy = self.check_compatible(header)
         grid = payload.read(stream, entropy)
         if lost is not None and tuple(lost.shape) != grid.known.shape:
             raise VQCodecError(f"lost mask {tuple(lost.shape)} does not match the {grid.known.shape} index grid")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import VQCodecError
+from ..metrics import psnr
 from .image_io import image_to_tensor, resample
 
 if TYPE_CHECKING:
@@ -47,11 +48,6 @@ def budget_bytes(width: int, height: int, bpp: float | None = None, max_bytes: i
     return min(limits)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def encode_within(
     codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None
 ) -> EncodedImage:
@@ -76,4 +72,5 @@ def encode_within(
     filling = [c for c in candidates if len(c.data) >= FILL * budget] or [max(candidates, key=lambda c: len(c.data))]
     if len(filling) == 1:
         return filling[0]
-    return max(filling, key=lambda c: psnr(np.asarray(codec.decode(c.data)), image))
+    x = image_to_tensor(image)
+    return max(filling, key=lambda c: float(psnr(image_to_tensor(codec.decode(c.data)), x)[0]))

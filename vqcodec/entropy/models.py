@@ -27,10 +27,6 @@ class EntropyModel:
     id: int
     prior: StaticPrior
 
-    @property
-    def name(self) -> str:
-        return NAMES[self.id]
-
     def encode(self, symbols: np.ndarray) -> bytes:
         return encode_symbols(symbols, self.prior)
 
