@@ -9,6 +9,9 @@ pixels, header included) is the target for every classical codec, run two ways:
 - ``<codec>+resample``: downscale (LANCZOS) → encode → upscale, the scale chosen per image for
   the best LPIPS-Squeeze under the target.
 
+With ``--realism R ...``, every vqcodec file is decoded at each fidelity–realism setting R (codec
+``vqcodec:<model>@R<R>``); the files, and so the classical codecs' targets, are the same for all.
+
 With ``--bpp-targets X ...``, vqcodec also encodes every image with rate control,
 ``Codec.encode(image, bpp=X)`` (codec ``vqcodec-rc:<model>``, the target in ``rc_target``, the level
 and scale rate control chose in ``level``/``scale``); its file's measured bpp is then the target of
@@ -76,6 +79,12 @@ FIELDS = ["image", "codec", "level", "target_bpp", "setting", "scale", "width", 
           "haarpsi", "rc_target"]
 METRICS = ["bpp", "psnr", "ms_ssim", "lpips_squeeze", "haarpsi", "lpips_alex", "lpips_vgg", "encode_s", "decode_s"]
 RC = "vqcodec-rc"  # codec name prefix of the rate-controlled vqcodec rows
+REALISM = "@R"  # codec name suffix of a decode at a chosen fidelity–realism setting
+
+
+def codec_name(model_id: str, rate_control: bool, realism: float | None) -> str:
+    name = f"{RC if rate_control else 'vqcodec'}:{model_id}"
+    return name if realism is None else f"{name}{REALISM}{realism:g}"
 
 
 def point_key(row: dict) -> tuple:
@@ -150,23 +159,25 @@ def evaluate_image(job: Path | tuple[Path, bool, list[float]]) -> list[dict]:
             if rc_target is None:
                 raise
             print(f"{path.name} at {rc_target} bpp: {e}", file=sys.stderr)
-            row = {**base, "codec": f"{RC}:{codec.model_id}", "level": "", "target_bpp": rc_target, "rc_target": rc_target}
+            row = {**base, "codec": codec_name(codec.model_id, True, None), "level": "", "target_bpp": rc_target, "rc_target": rc_target}
             rows.append({**row, **{k: "" for k in FIELDS if k not in row}})
             continue
         data = encoded.data
         t1 = time.perf_counter()
-        rec = codec.decode(data)
-        t2 = time.perf_counter()
         (out_files / f"{path.stem}.{_label(level, rc_target)}.vqc").write_bytes(data)
         bpp = len(data) * 8 / pixels
         targets[(encoded.header.level, rc_target)] = bpp
-        name = f"vqcodec:{codec.model_id}" if rc_target is None else f"{RC}:{codec.model_id}"
-        row = {**base, "codec": name, "level": encoded.header.level, "target_bpp": bpp,
-               "setting": encoded.header.level, "scale": encoded.header.coded_size[0] / encoded.header.width,
-               "bytes": len(data), "bpp": bpp, **_metrics(x, rec), "encode_s": t1 - t0, "decode_s": t2 - t1,
-               "lowest_bpp": "", "rc_target": "" if rc_target is None else rc_target}
-        features[point_key(row)] = _patch_features(rec)
-        rows.append(row)
+        for realism in args.realism or [None]:
+            t2 = time.perf_counter()
+            rec = codec.decode(data, realism=realism)
+            t3 = time.perf_counter()
+            row = {**base, "codec": codec_name(codec.model_id, rc_target is not None, realism),
+                   "level": encoded.header.level, "target_bpp": bpp, "setting": encoded.header.level,
+                   "scale": encoded.header.coded_size[0] / encoded.header.width, "bytes": len(data), "bpp": bpp,
+                   **_metrics(x, rec), "encode_s": t1 - t0, "decode_s": t3 - t2,
+                   "lowest_bpp": "", "rc_target": "" if rc_target is None else rc_target}
+            features[point_key(row)] = _patch_features(rec)
+            rows.append(row)
     trials = Trials(image)
 
     def score(rec) -> float:  # what picks the resampling scale: LPIPS-Squeeze alone
@@ -322,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp-targets", type=float, nargs="+", metavar="X",
                    help="also rate-controlled vqcodec (Codec.encode(image, bpp=X)) at each target, codec vqcodec-rc, "
                         "with the classical codecs matched to its files")
+    p.add_argument("--realism", type=float, nargs="+", metavar="R",
+                   help="decode every vqcodec file at each fidelity-realism setting R (default: the model's own)")
     p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
                    help="classical codecs to compare, comma-separated ('' for none)")
     p.add_argument("--device", default="cpu")

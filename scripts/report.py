@@ -61,6 +61,8 @@ def _comparison(summary: list[dict], first: str, points: list[dict], same_point)
                   and c["reached"] == c["images"] and not math.isnan(c["lpips_squeeze"])]
         best = min(rivals, key=lambda c: c["lpips_squeeze"]) if rivals else None
         point = e["level"] if not _rc(e) else f"{e['rc_target']:g}"
+        if evaluate.REALISM in e["codec"]:
+            point = f"{point}, R={e['codec'].rsplit(evaluate.REALISM, 1)[1]}"
         row = f"| {point} | {e['bpp']:.4f} | {_metrics(e)} | "
         if best:
             row += (f"{best['codec']} | {best['bpp']:.4f} | {_metrics(best)} | "
@@ -74,13 +76,15 @@ def _comparison(summary: list[dict], first: str, points: list[dict], same_point)
 
 def table(summary: list[dict]) -> str:
     """Per fixed vqcodec level (high to low), vqcodec beside the best classical codec at ≤ its bpp."""
-    vq = sorted((e for e in summary if e["codec"].startswith("vqcodec") and not _rc(e)), key=lambda e: -e["level"])
+    vq = sorted((e for e in summary if e["codec"].startswith("vqcodec") and not _rc(e)),
+                key=lambda e: (-e["level"], e["codec"]))
     return _comparison(summary, "level", vq, lambda e, c: not _rc(c) and c["level"] == e["level"])
 
 
 def rc_table(summary: list[dict]) -> str:
     """Per rate-control target (low to high), vqcodec-rc beside the best classical codec at ≤ its files' bpp."""
-    vq = sorted((e for e in summary if e["codec"].startswith(evaluate.RC) and _rc(e)), key=lambda e: e["rc_target"])
+    vq = sorted((e for e in summary if e["codec"].startswith(evaluate.RC) and _rc(e)),
+                key=lambda e: (e["rc_target"], e["codec"]))
     return _comparison(summary, "target bpp", vq, lambda e, c: _rc(c) and c["rc_target"] == e["rc_target"])
 
 

@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--max-upscale", type=float, default=1.0,
+                   help="enlarge random smaller patches up to this factor to show more smooth regions (1 = off)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--restart-every", type=int, default=100, help="steps between dead-code restarts")
     p.add_argument("--latent-warmup", type=int, default=0,
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name, backbone="taef2", n_embed=args.n_embed, embed_dim=args.embed_dim, l2_normalize=True
         )
     cfg = TrainConfig(
-        data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+        data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, crop=args.crop, max_upscale=args.max_upscale,
         lr=args.lr, latent_warmup_steps=args.latent_warmup, restart_every=args.restart_every, taef2_dir=args.taef2,
         lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes, ema_decay=args.ema_decay,
         loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight, l1_weight=args.l1_weight,

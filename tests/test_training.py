@@ -133,6 +133,25 @@ def test_loader_processes_draw_different_crops(photo_dir):
     assert not torch.equal(first, second)
 
 
+def test_upscaled_crops_are_smoother(tmp_path):
+    """--max-upscale enlarges smaller patches: same size out, less pixel-to-pixel change."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    plain = RandomCrops([tmp_path / "noise.png"], crop=32, seed=0)
+    enlarged = RandomCrops([tmp_path / "noise.png"], crop=32, seed=0, max_upscale=3.0)
+
+    def roughness(data: RandomCrops) -> float:
+        xs = torch.stack([data[0] for _ in range(8)])
+        assert xs.shape == (8, 3, 32, 32)
+        return float((xs[..., 1:] - xs[..., :-1]).abs().mean())
+
+    assert roughness(enlarged) < 0.8 * roughness(plain)
+    with pytest.raises(ValueError, match="at least 1"):
+        RandomCrops([tmp_path / "noise.png"], max_upscale=0.5)
+
+
 def test_new_run_starts_from_an_exported_model(tmp_path, photo_dir, mock_squeezenet):
     start = VQGAN(tiny_config())
     save_model(tmp_path / "start.safetensors", start)

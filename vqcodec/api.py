@@ -28,6 +28,7 @@ def encode(
 
 def decode(data: bytes, model: str | Path | None = None, device: str = "auto", **options) -> Image.Image:
     """Decompress ``.vqc`` bytes; the model named in the file is used unless ``model`` is given.
-    Lost packets are restored; ``options`` as :meth:`Codec.decode` (``restore``, ``restore_steps``)."""
+    Lost packets are restored; ``options`` as :meth:`Codec.decode` (``restore``, ``restore_steps``,
+    ``realism``: 0 the most faithful picture … 1 the most detailed)."""
     name = str(model) if model else model_named_by_file(read_header(data).model_id)
     return _codec(name, device).decode(data, **options)

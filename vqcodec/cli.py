@@ -194,7 +194,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.ray:
         if args.simulate_loss:
             raise CliError("--simulate-loss does not go with --ray")
-        return _corpus(args, corpus.decode_corpus, restore=args.restore, restore_steps=args.restore_steps)
+        return _corpus(args, corpus.decode_corpus, restore=args.restore, restore_steps=args.restore_steps,
+                       realism=args.realism)
     inputs = _expand(args.inputs, {".vqc"})
     outputs = _outputs(inputs, args.output, ".png")
     codec_for = _codec_loader(args)
@@ -202,13 +203,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     def work(src: str, dst: str) -> str:
         stream = container.read(_read(src), args.max_pixels)
         codec = codec_for(stream.header.model_id)
-        options = {"restore": args.restore, "restore_steps": args.restore_steps}
+        options = {"restore": args.restore, "restore_steps": args.restore_steps, "realism": args.realism}
         if args.simulate_loss:
             image, report = channel.decode_with_loss(codec, stream, args.simulate_loss, args.loss_unit, args.seed, **options)
         else:
             image, report = codec.decode_with_report(stream, **options)
         _write(dst, encode_image_file(image, "x.png" if dst == "-" else dst), src, args.force)
-        note = ""
+        realism = codec.default_realism if args.realism is None else args.realism
+        note = "" if realism is None else f", realism {realism:g}"
         if report.packets:
             note += f", {report.packets - len(report.packets_lost)}/{report.packets} packets"
         if report.indices_lost:
@@ -303,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the nearest surviving neighbour's code, or one fixed code (default: auto)")
     dec.add_argument("--restore-steps", type=int, default=DEFAULT_STEPS,
                      help=f"transformer restoration iterations (default {DEFAULT_STEPS}: one shot, which measured best)")
+    dec.add_argument("--realism", type=float, metavar="R",
+                     help="fidelity-realism setting of the decoder, 0...1: 0 is the most faithful picture (highest "
+                          "PSNR, no invented texture), 1 the most detailed; the same file decodes at any R (default: the model's)")
     dec.add_argument("--simulate-loss", type=float, default=0.0, metavar="P",
                      help="experiment: drop this fraction of packets (or indices, see --loss-unit) before decoding")
     dec.add_argument("--loss-unit", default="packet", choices=channel.LOSS_UNITS,

@@ -68,10 +68,12 @@ def encode_corpus(src_dir: str | Path, out_dir: str | Path, run: CorpusRun = Cor
 
 def decode_corpus(
     src_dir: str | Path, out_dir: str | Path, run: CorpusRun = CorpusRun(), restore: str = "auto",
-    restore_steps: int = DEFAULT_STEPS,
+    restore_steps: int = DEFAULT_STEPS, realism: float | None = None,
 ) -> CorpusReport:
-    """Decode every ``.vqc`` file under ``src_dir`` to a PNG in ``out_dir``."""
-    return _run(_Decoder, src_dir, out_dir, {".vqc"}, ".png", {"restore": restore, "restore_steps": restore_steps}, run)
+    """Decode every ``.vqc`` file under ``src_dir`` to a PNG in ``out_dir`` (``realism``: see
+    :meth:`Codec.decode_with_report`)."""
+    options = {"restore": restore, "restore_steps": restore_steps, "realism": realism}
+    return _run(_Decoder, src_dir, out_dir, {".vqc"}, ".png", options, run)
 
 
 # -- the actors ------------------------------------------------------------------------------------

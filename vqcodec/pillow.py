@@ -8,8 +8,8 @@
 Opening reads the header alone, so ``size`` and ``mode`` are known at once; ``load()`` (or any
 pixel access) decodes with the model named in the file, loaded once and cached. ``save`` takes
 ``level``, ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``model`` and ``device``; :func:`configure`
-sets the model (a registered name or a weights file) and device that ``load`` and ``save`` use when
-not told otherwise. Bad files raise what Pillow users expect: ``UnidentifiedImageError`` from
+sets the model (a registered name or a weights file), device and fidelity–realism setting that
+``load`` and ``save`` use when not told otherwise. Bad files raise what Pillow users expect: ``UnidentifiedImageError`` from
 ``Image.open`` and ``OSError`` from ``load``, with vqcodec's message.
 """
 
@@ -30,14 +30,19 @@ MIME = "image/x-vqc"
 
 
 _defaults: dict[str, str] = {}
+_decode_defaults: dict[str, float] = {}
 
 
-def configure(model: str | None = None, device: str = "auto") -> None:
-    """Use ``model`` (default: the one each file names) on ``device`` for every open and save."""
+def configure(model: str | None = None, device: str = "auto", realism: float | None = None) -> None:
+    """Use ``model`` (default: the one each file names) on ``device`` for every open and save, and
+    decode at ``realism`` (0 faithful … 1 detailed; default: the model's)."""
     _defaults.clear()
+    _decode_defaults.clear()
     _defaults["device"] = device
     if model is not None:
         _defaults["model"] = str(model)
+    if realism is not None:
+        _decode_defaults["realism"] = float(realism)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -65,7 +70,7 @@ class VqcImageFile(ImageFile.ImageFile):
     def load(self) -> Image.core.PixelAccess | None:
         if self._vqc is not None:
             try:
-                image = decode(self._vqc, **_defaults)
+                image = decode(self._vqc, **_defaults, **_decode_defaults)
             except VQCodecError as exc:
                 raise OSError(f"{self.filename or 'image'}: {exc}") from None
             self._vqc = None

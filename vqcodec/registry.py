@@ -16,8 +16,9 @@ from pathlib import Path
 from .errors import ModelMismatchError, WeightsError
 from .fileio import download as download_file
 from .fileio import sha256_file
+from .models.realism import DecoderBlend
 from .models.restorer import IndexRestorer
-from .weights import LoadedModel, load_model, load_restorer
+from .weights import LoadedModel, load_model, load_realism, load_restorer
 
 
 def embedded_path(filename: str) -> Path:
@@ -39,6 +40,8 @@ class ModelSpec:
     description: str = ""
     restorer_filename: str | None = None  # the lost-index transformer trained for these weights
     restorer_sha256: str | None = None
+    realism_filename: str | None = None  # the decoder endpoints of the fidelity–realism knob
+    realism_sha256: str | None = None
 
 
 _TAMING_1024 = "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2F{}&dl=1"
@@ -153,21 +156,27 @@ def load(name_or_path: str | Path | None = None, weights: str | Path | None = No
     return spec.name, loaded
 
 
-def restorer_path(name_or_path: str | Path | None = None) -> Path | None:
-    """Where the restorer of a model lives: the registry's file for a registered name (verified),
-    ``<stem>.restorer.safetensors`` beside a model file, or None when there is none."""
+def companion_path(kind: str, name_or_path: str | Path | None = None) -> Path | None:
+    """Where a model's ``kind`` file ("restorer" or "realism") lives: the registry's file for a
+    registered name (verified), ``<stem>.<kind>.safetensors`` beside a model file, or None."""
     name = str(name_or_path or DEFAULT_MODEL)
     spec = REGISTRY.get(name)
     if spec is None:
-        candidate = Path(name).with_suffix(".restorer.safetensors")
+        candidate = Path(name).with_suffix(f".{kind}.safetensors")
         return candidate if candidate.is_file() else None
-    if spec.restorer_filename is None:
+    filename, sha256 = getattr(spec, f"{kind}_filename"), getattr(spec, f"{kind}_sha256")
+    if filename is None:
         return None
-    path = _locate(spec, spec.restorer_filename, None, spec.restorer_sha256, download=False)
-    _verify(path, spec.restorer_sha256)
+    path = _locate(spec, filename, None, sha256, download=False)
+    _verify(path, sha256)
     return path
 
 
 def load_restorer_for(name_or_path: str | Path | None, loaded: LoadedModel) -> IndexRestorer | None:
-    path = restorer_path(name_or_path)
+    path = companion_path("restorer", name_or_path)
     return None if path is None else load_restorer(path, loaded.fingerprint)
+
+
+def load_realism_for(name_or_path: str | Path | None, loaded: LoadedModel) -> DecoderBlend | None:
+    path = companion_path("realism", name_or_path)
+    return None if path is None else load_realism(path, loaded)

@@ -11,6 +11,11 @@ Layout of a vqcodec ``.safetensors`` file:
 A restorer file (the index transformer of :mod:`vqcodec.models.restorer`) holds its state dict
 with metadata ``vqcodec_restorer_config`` and ``vqcodec_model_fingerprint``: the hex fingerprint of
 the model whose codebooks it was trained on.
+
+A realism file (the decoder endpoints of :mod:`vqcodec.models.realism`) holds ``fidelity.<key>``
+and optionally ``realism.<key>`` for every decoder parameter, with metadata
+``vqcodec_realism_config`` and ``vqcodec_model_fingerprint``. It sits beside the model instead of in
+it, so adding or retraining decoders keeps the model's fingerprint, and every existing file decodes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .entropy import StaticPrior
 from .errors import WeightsError
 from .fileio import atomic_write
 from .models import VQGAN, ModelConfig
+from .models.realism import DecoderBlend, RealismConfig
 from .models.restorer import IndexRestorer, RestorerConfig
 
 FORMAT = "1"
@@ -154,11 +160,7 @@ def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> I
     meta, tensors = _read_safetensors(path, "restorer")
     if "vqcodec_restorer_config" not in meta:
         raise WeightsError(f"{path} is not a vqcodec restorer file (no vqcodec_restorer_config metadata)")
-    if model_fingerprint is not None and meta.get("vqcodec_model_fingerprint") != model_fingerprint.hex():
-        raise WeightsError(
-            f"{path} was trained for model weights {meta.get('vqcodec_model_fingerprint')}, "
-            f"not the loaded ones ({model_fingerprint.hex()}); retrain it with scripts/train_restorer.py"
-        )
+    _check_bound(path, meta, model_fingerprint, "retrain it with scripts/train_restorer.py")
     try:
         with torch.device("meta"):  # memory comes from the file, not from what its config asks for
             restorer = IndexRestorer(RestorerConfig.from_json(meta["vqcodec_restorer_config"]))
@@ -166,3 +168,44 @@ def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> I
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not match their config: {exc}") from None
     return restorer.eval()
+
+
+def _check_bound(path: Path, meta: dict[str, str], model_fingerprint: bytes | None, retrain: str) -> None:
+    if model_fingerprint is not None and meta.get("vqcodec_model_fingerprint") != model_fingerprint.hex():
+        raise WeightsError(
+            f"{path} was trained for model weights {meta.get('vqcodec_model_fingerprint')}, "
+            f"not the loaded ones ({model_fingerprint.hex()}); {retrain}"
+        )
+
+
+def save_realism(path: str | Path, blend: DecoderBlend, model_fingerprint: bytes, own_realism: bool = True) -> None:
+    """Write a blend's endpoints (fp16) bound to its model's fingerprint, atomically.
+    ``own_realism`` False leaves the R=1 end out: the model's own decoder is used there."""
+    ends = {"fidelity": blend.fidelity, **({"realism": blend.realism} if own_realism else {})}
+    tensors = {f"{end}.{k}": v.detach().cpu().contiguous().half() for end, state in ends.items() for k, v in state.items()}
+    metadata = {
+        "vqcodec_format": FORMAT,
+        "vqcodec_realism_config": blend.config.to_json(),
+        "vqcodec_model_fingerprint": model_fingerprint.hex(),
+    }
+    atomic_write(path, save(tensors, metadata=metadata), force=True)
+
+
+def load_realism(path: str | Path, loaded: LoadedModel) -> DecoderBlend:
+    """Load the decoder endpoints for ``loaded``; refuse those fine-tuned from other weights."""
+    path = Path(path)
+    meta, tensors = _read_safetensors(path, "realism")
+    if "vqcodec_realism_config" not in meta:
+        raise WeightsError(f"{path} is not a vqcodec realism file (no vqcodec_realism_config metadata)")
+    _check_bound(path, meta, loaded.fingerprint, "rebuild it with scripts/build_realism.py")
+    ends: dict[str, dict[str, torch.Tensor]] = {"fidelity": {}, "realism": {}}
+    for key, value in tensors.items():
+        end, _, name = key.partition(".")
+        if end not in ends:
+            raise WeightsError(f"{path}: unexpected tensor {key!r}")
+        ends[end][name] = value
+    try:
+        config = RealismConfig.from_json(meta["vqcodec_realism_config"])
+        return DecoderBlend(loaded.model, ends["fidelity"], ends["realism"] or None, config)
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: {exc}") from None

@@ -23,6 +23,7 @@ from PIL import Image
 from .. import registry
 from ..entropy import EntropyModel, LevelEntropy
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
+from ..models.realism import DecoderBlend
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
 from . import container, payload, rate
@@ -80,9 +81,10 @@ class Codec:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         restorer: IndexRestorer | None = None,
         min_threads: int = 2,
+        blend: DecoderBlend | None = None,
     ) -> None:
-        """``min_threads``: see :class:`.runner.ModelRunner`."""
-        self.runner = ModelRunner(loaded.model, device, min_threads)
+        """``min_threads`` and ``blend``: see :class:`.runner.ModelRunner`."""
+        self.runner = ModelRunner(loaded.model, device, min_threads, blend)
         self.entropy = LevelEntropy(loaded.priors)
         self.restoration = RestorationPolicy(None if restorer is None else restorer.to(self.runner.device).eval())
         self.model_id = model_id
@@ -98,22 +100,28 @@ class Codec:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         restorer: str | Path | bool = True,
         min_threads: int = 2,
+        realism: str | Path | bool = True,
     ) -> Codec:
         """A registered model name (default ``vqcodec-f16``), a ``.safetensors`` or a taming ``.ckpt``.
 
         ``restorer``: True loads the model's own lost-index transformer when it has one, a path
         loads that file, False loads none (lost indices are then filled from neighbours).
+        ``realism``: the same for the decoder endpoints of the fidelity–realism knob; without them
+        the model decodes with its own decoder only.
         """
+        from ..weights import load_realism, load_restorer
+
         model_id, loaded = registry.load(name_or_path, weights=weights)
         if restorer is True:
             net = registry.load_restorer_for(name_or_path, loaded)
-        elif restorer is False:
-            net = None
         else:
-            from ..weights import load_restorer
-
-            net = load_restorer(restorer, loaded.fingerprint)
-        return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net, min_threads=min_threads)
+            net = load_restorer(restorer, loaded.fingerprint) if restorer else None
+        if realism is True:
+            blend = registry.load_realism_for(name_or_path, loaded)
+        else:
+            blend = load_realism(realism, loaded) if realism else None
+        return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net, min_threads=min_threads,
+                   blend=blend)
 
     @property
     def model(self):
@@ -132,6 +140,11 @@ class Codec:
         return self.runner.factor
 
     @property
+    def default_realism(self) -> float | None:
+        """The fidelity–realism setting decodes use by default; None for a single-decoder model."""
+        return self.runner.default_realism
+
+    @property
     def levels(self) -> list[int]:
         return self.runner.levels
 
@@ -144,9 +157,9 @@ class Codec:
         """Images ``[B,3,H,W]`` in [0,1] → indices ``LongTensor[B,ceil(H/f),ceil(W/f)]`` (edge padding)."""
         return self.runner.encode_indices(images, level)
 
-    def decode_indices(self, indices: torch.Tensor, level: int | None = None) -> torch.Tensor:
+    def decode_indices(self, indices: torch.Tensor, level: int | None = None, realism: float | None = None) -> torch.Tensor:
         """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1] (crop the padding yourself)."""
-        return self.runner.decode_indices(indices, level)
+        return self.runner.decode_indices(indices, level, realism)
 
     # -- bytes --------------------------------------------------------------------------------
     def encode(
@@ -210,9 +223,12 @@ class Codec:
             raise BitstreamError(f"level {header.level} is not one of the model's levels {self.levels}")
         return self.entropy.for_file(header.entropy_model, header.level)
 
-    def decode(self, data: bytes | container.Stream, restore: str = "auto", restore_steps: int = DEFAULT_STEPS) -> Image.Image:
+    def decode(
+        self, data: bytes | container.Stream, restore: str = "auto", restore_steps: int = DEFAULT_STEPS,
+        realism: float | None = None,
+    ) -> Image.Image:
         """``.vqc`` bytes → RGB PIL image of the original size; lost indices are restored."""
-        return self.decode_with_report(data, restore=restore, restore_steps=restore_steps).image
+        return self.decode_with_report(data, restore=restore, restore_steps=restore_steps, realism=realism).image
 
     def decode_with_report(
         self,
@@ -220,13 +236,16 @@ class Codec:
         restore: str = "auto",
         restore_steps: int = DEFAULT_STEPS,
         lost: torch.Tensor | np.ndarray | None = None,
+        realism: float | None = None,
     ) -> DecodedImage:
         """Decode whatever survived, restore lost indices, and say what was lost.
 
         ``data``: file bytes, or a :class:`container.Stream` already parsed. ``restore``: "auto"
         (the transformer when loaded, else "neighbour"), "transformer", "neighbour" or "fixed".
         ``lost``: a bool grid ``[h,w]`` of positions to treat as lost besides those of missing
-        packets (indices known to be damaged by the channel).
+        packets (indices known to be damaged by the channel). ``realism``: the decoder's place between
+        fidelity (0: highest PSNR, no invented texture) and realism (1), for a model that has the
+        knob; default: the model's. The same file decodes at any setting.
         """
         stream = data if isinstance(data, container.Stream) else container.read(data, self.max_pixels)
         header = stream.header
@@ -247,7 +266,7 @@ class Codec:
                 report.restored_with, restore_steps,
             )
         coded_w, coded_h = header.coded_size
-        image = self.runner.decode_indices(indices[None], header.level)[0, :, :coded_h, :coded_w]
+        image = self.runner.decode_indices(indices[None], header.level, realism)[0, :, :coded_h, :coded_w]
         return DecodedImage(resample(tensor_to_image(image), (header.width, header.height)), report)
 
     def restore_indices(

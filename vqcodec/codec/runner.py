@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..errors import VQCodecError
 from ..models import VQGAN
+from ..models.realism import DecoderBlend, check_realism
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -40,13 +41,38 @@ class ModelRunner:
     """Runs a :class:`VQGAN` for the codec: validates levels, pads to the grid, moves tensors.
 
     ``min_threads``: CPU intra-op threads the network runs with at least; 2 (the default) gives
-    the same pixels at every thread count, 1 suits single-threaded worker pools.
+    the same pixels at every thread count, 1 suits single-threaded worker pools. ``blend``: the
+    decoder weights along the fidelity–realism axis, when the model has them.
     """
 
-    def __init__(self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2) -> None:
+    def __init__(
+        self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2, blend: DecoderBlend | None = None
+    ) -> None:
         self.device = resolve_device(device)
         self.min_threads = min_threads
         self.model = model.to(self.device).eval()
+        self.blend = blend
+        self._blended: tuple[float, VQGAN] | None = None  # the last R decoded at, built once
+
+    @property
+    def default_realism(self) -> float | None:
+        """The R decodes use when none is named; None when the model has only its own decoder."""
+        return None if self.blend is None else self.blend.config.default
+
+    def decoder_model(self, realism: float | None = None) -> VQGAN:
+        """The model whose decoder is the blend at ``realism`` (default: the blend's default)."""
+        if self.blend is None:
+            if realism is not None:
+                raise VQCodecError("this model has a single decoder: it has no fidelity-realism setting")
+            return self.model
+        realism = self.blend.config.default if realism is None else realism
+        try:
+            realism = check_realism(realism)
+        except ValueError as exc:
+            raise VQCodecError(str(exc)) from None
+        if self._blended is None or self._blended[0] != realism:
+            self._blended = (realism, self.blend.apply(self.model, realism).eval())
+        return self._blended[1]
 
     @property
     def factor(self) -> int:
@@ -91,10 +117,12 @@ class ModelRunner:
         return out
 
     @torch.inference_mode()
-    def decode_indices(self, indices: torch.Tensor, level: int | None = None) -> torch.Tensor:
-        """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1] (crop the padding yourself)."""
+    def decode_indices(self, indices: torch.Tensor, level: int | None = None, realism: float | None = None) -> torch.Tensor:
+        """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1] (crop the padding yourself),
+        with the decoder at ``realism`` (see :meth:`decoder_model`)."""
         level = self.level(level)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= level):
             raise ValueError(f"indices must lie in [0, {level})")
+        model = self.decoder_model(realism)
         with _at_least_threads(self.device, self.min_threads):
-            return self.model.decode_indices(indices.to(self.device), level).float().cpu()
+            return model.decode_indices(indices.to(self.device), level).float().cpu()

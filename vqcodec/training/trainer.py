@@ -38,6 +38,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 8
     crop: int = 128
+    max_upscale: float = 1.0  # random enlargement of smaller patches (1 = off)
     lr: float = 5e-4
     lr_pretrained: float = 1e-4
     lr_disc: float = 2e-4
@@ -171,7 +172,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     opt_disc = torch.optim.Adam(criterion.discriminator.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.9))
 
     folders = [cfg.data] if isinstance(cfg.data, str) else cfg.data
-    data = RandomCrops([f for folder in folders for f in list_images(folder)], cfg.crop, seed=cfg.seed + rank)
+    data = RandomCrops([f for folder in folders for f in list_images(folder)], cfg.crop, seed=cfg.seed + rank,
+                       max_upscale=cfg.max_upscale)
     batches = _endless(crop_loader(data, cfg.batch_size, cfg.num_workers))
     usage = torch.zeros(model_cfg.n_embed, dtype=torch.long)
 
