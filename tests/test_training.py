@@ -135,8 +135,6 @@ def test_loader_processes_draw_different_crops(photo_dir):
 
 def test_upscaled_crops_are_smoother(tmp_path):
     """--max-upscale enlarges smaller patches: same size out, less pixel-to-pixel change."""
-    from PIL import Image
-
     noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise.png")
     plain = RandomCrops([tmp_path / "noise.png"], crop=32, seed=0)
