@@ -190,7 +190,8 @@ class Codec:
             return rate.encode_within(self, arr, rate.budget_bytes(width, height, bpp, max_bytes), packets, packet_bytes)
         level = self.runner.level(level)
         size = rate.coded_size(width, height, scale)
-        indices = self.runner.encode_indices(image_to_tensor(np.asarray(resample(arr, size))), level)[0].numpy()
+        coded = arr if size == (width, height) else np.asarray(resample(arr, size))
+        indices = self.runner.encode_indices(image_to_tensor(coded), level)[0].numpy()
         return self.pack(indices, level, (width, height), size, packets, packet_bytes)
 
     def pack(

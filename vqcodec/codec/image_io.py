@@ -111,16 +111,20 @@ def resample(image: Image.Image | np.ndarray, size: tuple[int, int]) -> Image.Im
     return image if image.size == tuple(size) else image.resize(tuple(size), Image.LANCZOS)
 
 
-def tensor_to_image(image: torch.Tensor) -> Image.Image:
-    """``[3,H,W]`` in [0, 1] → RGB PIL image (rounded to the nearest 8-bit value)."""
-    arr = (image.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+def tensor_to_image(image: torch.Tensor, rows: int = 256) -> Image.Image:
+    """``[3,H,W]`` in [0, 1] → RGB PIL image (rounded to the nearest 8-bit value), converted
+    ``rows`` at a time so a large image needs no full-size float temporaries."""
+    arr = np.empty((*image.shape[1:], 3), dtype=np.uint8)
+    for top in range(0, arr.shape[0], rows):
+        strip = image[:, top : top + rows].permute(1, 2, 0).numpy()
+        arr[top : top + rows] = (strip * 255.0).round().clip(0, 255).astype(np.uint8)
     return Image.fromarray(arr, "RGB")
 
 
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     """An RGB image (PIL or ``uint8 [H,W,3]``) → ``float32 [1,3,H,W]`` in [0, 1]."""
     arr = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255.0)  # in place: one float copy
 
 
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from ..errors import VQCodecError
 from ..models import VQGAN
 from ..models.realism import DecoderBlend, check_realism
+from . import tiling
+from .tiling import Tiling
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -42,14 +44,18 @@ class ModelRunner:
 
     ``min_threads``: CPU intra-op threads the network runs with at least; 2 (the default) gives
     the same pixels at every thread count, 1 suits single-threaded worker pools. ``blend``: the
-    decoder weights along the fidelity–realism axis, when the model has them.
+    decoder weights along the fidelity–realism axis, when the model has them. ``tiling``: the tiles
+    grids larger than one tile are encoded and decoded in (``taef2`` models; see :mod:`.tiling`), so
+    memory follows the tile, not the image.
     """
 
     def __init__(
-        self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2, blend: DecoderBlend | None = None
+        self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2, blend: DecoderBlend | None = None,
+        tiling: Tiling = Tiling(),
     ) -> None:
         self.device = resolve_device(device)
         self.min_threads = min_threads
+        self.tiling = tiling
         self.model = model.to(self.device).eval()
         self.blend = blend
         self._blended: tuple[float, VQGAN] | None = None  # the last R decoded at, built once
@@ -101,19 +107,46 @@ class ModelRunner:
         level = self.level(level)
         return self.encode_levels(images, [level])[level]
 
+    def _tiled(self, h: int, w: int, tile: int) -> bool:
+        """Whether an ``h×w`` token grid is processed in tiles: more than one tile, on a backbone
+        without global attention."""
+        return self.model.config.backbone == "taef2" and max(h, w) > tile
+
+    def _own_encoder(self, level: int) -> bool:
+        model = self.model.level_model(level)
+        return model is not self.model and any(k.startswith("encoder.") for k in self.model.level_overrides[level])
+
     @torch.inference_mode()
     def encode_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
         """:meth:`encode_indices` at several levels, running the encoder once."""
         h, w = images.shape[-2:]
+        if self._tiled(-(-h // self.factor), -(-w // self.factor), self.tiling.encode_tile):
+            return self._encode_tiled(images, list(map(self.level, levels)))
         x = F.pad(images.to(self.device, torch.float32), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
         out = {}
         with _at_least_threads(self.device, self.min_threads):
             features = self.model.encode_features(x)
             for level in map(self.level, levels):
                 model = self.model.level_model(level)
-                own = model is not self.model and any(k.startswith("encoder.") for k in self.model.level_overrides[level])
-                z = model.encode_latent(x) if own else model.project(features)
+                z = model.encode_latent(x) if self._own_encoder(level) else model.project(features)
                 out[level] = VQGAN.nearest_code(z, self.model.codebook(level)).cpu()
+        return out
+
+    def _encode_tiled(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
+        """:meth:`encode_levels` tile by tile, into index grids allocated once; each encoder (the
+        base one, and a level's own when it has one) runs once over the image."""
+        b, h, w = images.shape[0], -(-images.shape[-2] // self.factor), -(-images.shape[-1] // self.factor)
+        out = {level: torch.empty(b, h, w, dtype=torch.long) for level in levels}
+        encoders: dict[int, list[int]] = {}  # level whose encoder runs → levels projected from it
+        for level in levels:
+            encoders.setdefault(level if self._own_encoder(level) else self.model.config.n_embed, []).append(level)
+        images = images.to(self.device, torch.float32)
+        with _at_least_threads(self.device, self.min_threads):
+            for encoder, served in encoders.items():
+                for rows, cols, features in tiling.encode_features(self.model.level_model(encoder), images, self.tiling):
+                    for level in served:
+                        z = self.model.level_model(level).project(features)
+                        out[level][:, rows[0] : rows[1], cols[0] : cols[1]] = VQGAN.nearest_code(z, self.codebook(level)).cpu()
         return out
 
     @torch.inference_mode()
@@ -125,4 +158,6 @@ class ModelRunner:
             raise ValueError(f"indices must lie in [0, {level})")
         model = self.decoder_model(realism)
         with _at_least_threads(self.device, self.min_threads):
+            if self._tiled(*indices.shape[-2:], self.tiling.decode_tile):
+                return tiling.decode(model, indices.to(self.device), level, self.tiling)
             return model.decode_indices(indices.to(self.device), level).float().cpu()

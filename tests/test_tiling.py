@@ -1,0 +1,136 @@
+"""Tiled encoding and decoding (vqcodec.codec.tiling) on a tiny model, with tiles of a few tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import noisy_gradient, tiny_model
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from vqcodec.codec.image_io import image_to_tensor
+from vqcodec.codec.runner import ModelRunner
+from vqcodec.codec.tiling import Tiling, spans
+from vqcodec.metrics import psnr
+
+WHOLE = Tiling(encode_tile=1 << 16, decode_tile=1 << 16)
+SMALL = Tiling(encode_tile=3, encode_halo=2, encode_head_halo=3, decode_tile=3, decode_halo=1)
+# halos wider than the test images: every tile sees the whole image, so tiling changes rounding only
+FULL = Tiling(encode_tile=3, encode_halo=64, encode_head_halo=64, decode_tile=128, decode_halo=64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def runners(model, *tilings: Tiling) -> list[ModelRunner]:
+    return [ModelRunner(model, "cpu", tiling=tiling) for tiling in tilings]
+
+
+def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return image_to_tensor(noisy_gradient(height, width, 40, seed))
+
+
+def test_spans_cover_the_grid_once():
+    assert spans(7, 3) == [(0, 3), (3, 6), (6, 7)]
+    assert spans(3, 3) == [(0, 3)]
+
+
+def test_grid_within_one_tile_takes_the_whole_image_path(model):
+    """Small images keep today's indices and pixels exactly (the golden files rely on it)."""
+    whole, tiled = runners(model, WHOLE, SMALL)
+    x = image(45, 40)  # a 3×3 grid: one tile
+    indices = whole.encode_levels(x, [64, 16])
+    assert all(torch.equal(indices[k], v) for k, v in tiled.encode_levels(x, [64, 16]).items())
+    assert torch.equal(whole.decode_indices(indices[16], 16), tiled.decode_indices(indices[16], 16))
+
+
+@pytest.mark.parametrize("height, width", [(150, 230), (97, 161), (33, 200)])
+def test_many_tiles_of_odd_sizes_match_the_whole_image(model, height, width):
+    """With halos covering the image, tiles compute what the whole image computes, GroupNorm
+    statistics included; with small halos the decode stays close."""
+    whole, full, small = runners(model, WHOLE, FULL, SMALL)
+    x = image(height, width)
+    expected = whole.encode_levels(x, [64, 16])
+    for level, got in full.encode_levels(x, [64, 16]).items():
+        assert got.shape == expected[level].shape == (1, -(-height // 16), -(-width // 16))
+        assert (got == expected[level]).float().mean() >= 0.99
+    reference = whole.decode_indices(expected[16], 16)
+    assert (full.decode_indices(expected[16], 16) - reference).abs().max() < 1e-4
+    decoded = small.decode_indices(expected[16], 16)
+    assert decoded.shape == reference.shape
+    assert float(psnr(decoded, reference)) > 35
+
+
+def test_tile_border_next_to_the_padding(model):
+    """A last tile one token wide holding one real pixel column and row: the rest is edge padding."""
+    whole, full = runners(model, WHOLE, FULL)
+    x = image(3 * 16 + 1, 6 * 16 + 1)  # grid 4×7 with tiles of 3: last tiles are one token
+    expected = whole.encode_levels(x, [64])[64]
+    assert (full.encode_levels(x, [64])[64] == expected).float().mean() >= 0.99
+
+
+def test_codec_round_trip_in_tiles(codec):
+    """Through the Codec: tiled files decode to the original size, bytes and pixels like untiled ones."""
+    photo = noisy_gradient(90, 140, 30, 1)
+    codec.runner.tiling = WHOLE
+    untiled = codec.encode(photo, level=16)
+    codec.runner.tiling = FULL
+    tiled = codec.encode(photo, level=16)
+    assert tiled.header.grid_width == 9
+    codec.runner.tiling = SMALL
+    decoded = np.asarray(codec.decode(tiled.data))
+    assert decoded.shape == photo.shape
+    codec.runner.tiling = WHOLE
+    assert float(np.mean(np.asarray(codec.decode(untiled.data)) == decoded)) > 0.5
+
+
+def test_tiled_bytes_do_not_depend_on_threads(codec):
+    photo = noisy_gradient(70, 110, 30, 2)
+    codec.runner.tiling = SMALL
+    files, pixels = [], []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        encoded = codec.encode(photo, level=16)
+        files.append(encoded.data)
+        pixels.append(np.asarray(codec.decode(encoded.data)))
+    assert files[0] == files[1]
+    assert np.array_equal(pixels[0], pixels[1])
+
+
+class LargestAllocation(TorchDispatchMode):
+    """The largest tensor any operation allocates (outputs that share no input's storage)."""
+
+    def __init__(self, ignore: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.ignore = ignore  # shapes of the buffers that must grow with the image
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs and tuple(t.shape) not in self.ignore:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("step", ["encode", "decode"])
+def test_memory_is_bounded_by_the_tile(model, step):
+    """The largest tensor allocated stays the same when the image grows (bar the output buffer and
+    the encoder's 1/8-resolution feature map), and is below what the whole-image path allocates."""
+    tiling = Tiling(encode_tile=2, encode_halo=1, encode_head_halo=2, decode_tile=2, decode_halo=1)
+    tiled, whole = runners(model, tiling, WHOLE)
+    largest = {}
+    for side in (8, 16):
+        x = image(16 * side, 16 * side)
+        indices = whole.encode_levels(x, [16])[16]
+        for name, runner in (("tiled", tiled), ("whole", whole)):
+            buffers = ((1, 3, 16 * side, 16 * side), (1, model.config.taef2_channels, 2 * side, 2 * side))
+            with LargestAllocation(ignore=buffers) as counter:
+                runner.encode_levels(x, [16]) if step == "encode" else runner.decode_indices(indices, 16)
+            largest[name, side] = counter.largest
+    assert largest["tiled", 8] == largest["tiled", 16]
+    assert largest["tiled", 16] < largest["whole", 16] / 4
