@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__, corpus, registry
 from .codec import Codec, container
-from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, encode_image_file, load_image
+from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, as_rgb_array, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
 from .entropy import NAMES as ENTROPY_NAMES
 from .errors import VQCodecError
@@ -180,7 +180,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     def work(src: str, dst: str) -> str:
         codec = codec_for(None)
-        image = load_image(_read(src) if src == "-" else src, args.max_pixels)
+        image = as_rgb_array(load_image(_read(src) if src == "-" else src, args.max_pixels))  # the PIL copy goes now
         encoded = codec.encode(image, **_operating_point(args))
         _write(dst, encoded.data, src, args.force)
         h = encoded.header

@@ -32,7 +32,7 @@ from .image_io import (
     ImageLike,
     as_rgb_array,
     check_encodable,
-    image_to_tensor,
+    image_to_uint8_tensor,
     resample,
     tensor_to_image,
 )
@@ -191,7 +191,7 @@ class Codec:
         level = self.runner.level(level)
         size = rate.coded_size(width, height, scale)
         coded = arr if size == (width, height) else np.asarray(resample(arr, size))
-        indices = self.runner.encode_indices(image_to_tensor(coded), level)[0].numpy()
+        indices = self.runner.encode_indices(image_to_uint8_tensor(coded), level)[0].numpy()
         return self.pack(indices, level, (width, height), size, packets, packet_bytes)
 
     def pack(

@@ -87,7 +87,7 @@ def as_rgb_array(image: ImageLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     """An image (PIL, ``uint8 [H,W,3]`` array, or a path to load) → ``uint8 [H,W,3]``."""
     if isinstance(image, (str, Path)):
         image = load_image(image, max_pixels)
-    arr = np.asarray(to_rgb(image) if isinstance(image, Image.Image) else image)
+    arr = np.array(to_rgb(image)) if isinstance(image, Image.Image) else np.asarray(image)  # PIL: a writable copy
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageError(f"expected an RGB uint8 array [H,W,3], got {arr.dtype} {arr.shape}")
     return arr
@@ -121,10 +121,16 @@ def tensor_to_image(image: torch.Tensor, rows: int = 256) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def image_to_uint8_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB image (PIL or ``uint8 [H,W,3]``) → ``uint8 [1,3,H,W]``: a quarter of the float
+    tensor's memory, for a runner that converts it a tile at a time."""
+    arr = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)[None]
+
+
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     """An RGB image (PIL or ``uint8 [H,W,3]``) → ``float32 [1,3,H,W]`` in [0, 1]."""
-    arr = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255.0)  # in place: one float copy
+    return image_to_uint8_tensor(image).float().div_(255.0)  # in place: one float copy
 
 
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:

@@ -103,7 +103,8 @@ class ModelRunner:
         return self.model.codebook(level)
 
     def encode_indices(self, images: torch.Tensor, level: int | None = None) -> torch.Tensor:
-        """Images ``[B,3,H,W]`` in [0,1] → indices ``LongTensor[B,ceil(H/f),ceil(W/f)]`` (edge padding)."""
+        """Images ``[B,3,H,W]`` (float in [0,1], or uint8: converted a tile at a time) → indices
+        ``LongTensor[B,ceil(H/f),ceil(W/f)]`` (edge padding)."""
         level = self.level(level)
         return self.encode_levels(images, [level])[level]
 
@@ -122,7 +123,7 @@ class ModelRunner:
         h, w = images.shape[-2:]
         if self._tiled(-(-h // self.factor), -(-w // self.factor), self.tiling.encode_tile):
             return self._encode_tiled(images, list(map(self.level, levels)))
-        x = F.pad(images.to(self.device, torch.float32), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
+        x = F.pad(tiling.as_float(images.to(self.device)), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
         out = {}
         with _at_least_threads(self.device, self.min_threads):
             features = self.model.encode_features(x)
@@ -140,7 +141,7 @@ class ModelRunner:
         encoders: dict[int, list[int]] = {}  # level whose encoder runs → levels projected from it
         for level in levels:
             encoders.setdefault(level if self._own_encoder(level) else self.model.config.n_embed, []).append(level)
-        images = images.to(self.device, torch.float32)
+        images = images.to(self.device)
         with _at_least_threads(self.device, self.min_threads):
             for encoder, served in encoders.items():
                 for rows, cols, features in tiling.encode_features(self.model.level_model(encoder), images, self.tiling):

@@ -141,6 +141,11 @@ class GlobalGroupNorm:
         self._sums = sums if self._sums is None else self._sums + sums
 
 
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as float32 in [0,1]: uint8 ones divided by 255 (as :func:`.image_io.image_to_tensor` does)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32)
+
+
 def _pad_to_grid(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Edge-pad a crop of the image at its bottom and right to ``height×width`` (the whole-image padding)."""
     return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), mode="replicate")
@@ -151,7 +156,8 @@ def _first_group_norm(seq: nn.Sequential) -> int:
 
 
 def encode_features(model: VQGAN, images: torch.Tensor, tiling: Tiling) -> Iterator[tuple[tuple[int, int], tuple[int, int], torch.Tensor]]:
-    """Encoder output (before ``quant_conv``) of ``images [B,3,H,W]`` tile by tile:
+    """Encoder output (before ``quant_conv``) of ``images [B,3,H,W]`` (float in [0,1], or uint8:
+    converted a tile at a time, so no float copy of the whole image is made) tile by tile:
     ``(rows, cols, features [B,C,rows,cols])`` over the token grid, in row-major order."""
     f = model.config.downsampling
     height, width = images.shape[-2:]
@@ -164,7 +170,7 @@ def encode_features(model: VQGAN, images: torch.Tensor, tiling: Tiling) -> Itera
     def crop(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         (y0, y1), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
         part = images[..., y0 * f : min(height, y1 * f), x0 * f : min(width, x1 * f)]
-        return _pad_to_grid(part, (y1 - y0) * f, (x1 - x0) * f)
+        return _pad_to_grid(as_float(part), (y1 - y0) * f, (x1 - x0) * f)
 
     cache: torch.Tensor | None = None  # trunk output of the whole image, s values per token
     for rows, cols in tiles(h, w, tile):
