@@ -3,6 +3,7 @@
 
     python scripts/diagnose.py --data ../shared/data/kodak --out results/diagnose_kodak
     python scripts/diagnose.py --data ../shared/data/clic --crop 768 --limit 8 --out results/diagnose_clic
+    python scripts/diagnose.py --data ../shared/data/kodak --out results/diagnose_knob --levels 1024 --realism 0 0.5 1
 
 For each image: the unquantized ceiling (``decode_latent(encode_latent(x))``), the full codebook
 and every level (or ``--levels``), each scored by PSNR and LPIPS-Squeeze (the training loss) and by
@@ -12,7 +13,9 @@ lines halfway between them, in dB. A
 halftone-like dot grid of period p shows as a large excess at p; an upsampling stage of factor p
 that leaves a checkerboard puts it at p = 2, 4, 8; the 16×16 token grid at p = 16.
 The gap between the unquantized ceiling and the levels says what the codebook costs; the
-ceiling's own distance to the original, what the autoencoder costs.
+ceiling's own distance to the original, what the autoencoder costs. ``--realism R ...`` measures
+every condition at each fidelity–realism setting of the decoder; ``--realism-file`` tries decoder
+endpoints before they ship (``scripts/build_realism.py`` makes one from training checkpoints).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.metrics import lpips_squeeze, psnr  # noqa: E402
 from vqcodec.training.data import list_images  # noqa: E402
-from vqcodec.training.trainer import load_checkpoint_model  # noqa: E402
 
 PERIODS = (2, 4, 8, 16)
 
@@ -83,30 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None, help="registered name or .safetensors (default: the embedded model)")
     p.add_argument("--levels", type=int, nargs="+", help="default: every level")
-    p.add_argument("--decoder-from", help="a train_vqgan.py checkpoint (last.pt) of a --train-only decoder run: "
-                   "its decoder side replaces the model's (encoder, codebook and levels stay)")
-    p.add_argument("--live", action="store_true", help="with --decoder-from: the live weights, not the average")
+    p.add_argument("--realism", type=float, nargs="+", help="decoder settings to measure (default: the model's)")
+    p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
     p.add_argument("--crop", type=int, help="center crop (pixels) of each image")
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
 
-    codec = Codec.from_pretrained(args.model, device="cpu", restorer=False)
-    model = codec.model
-    if args.decoder_from:
-        trained = load_checkpoint_model(args.decoder_from, ema=not args.live).state_dict()
-        decoder_side = {k: v for k, v in trained.items() if k.startswith(("decoder.", "post_quant_conv."))}
-        model.load_state_dict(decoder_side, strict=False)
-        model._level_models.clear()
+    codec = Codec.from_pretrained(args.model, device="cpu", restorer=False, realism=args.realism_file or True)
     lpips = lpips_squeeze()
     levels = args.levels or codec.levels
-    conditions = ["unquantized", *[f"level {level}" for level in levels]]
+    settings = args.realism or [None]
+    tags = {r: "" if r is None else f", R={r:g}" for r in settings}
+    conditions = [f"{name}{tags[r]}" for r in settings for name in ["unquantized", *[f"level {lv}" for lv in levels]]]
     rows = []
     for path in tqdm(list_images(args.data)[: args.limit], desc="images", unit="img"):
         x = load(path, args.crop)
-        decodes = {"unquantized": model.decode_latent(model.encode_latent(x)).float()}
+        latent = codec.model.encode_latent(x)
         grids = codec.runner.encode_levels(x, levels)
-        for level in levels:
-            decodes[f"level {level}"] = codec.decode_indices(grids[level], level)
+        decodes = {}
+        for r in settings:
+            decodes[f"unquantized{tags[r]}"] = codec.runner.decoder_model(r).decode_latent(latent).float()
+            for level in levels:
+                decodes[f"level {level}{tags[r]}"] = codec.decode_indices(grids[level], level, realism=r)
         for name, y in decodes.items():
             excess = grid_excess(y, x)
             rows.append({"image": path.name, "condition": name, "psnr": float(psnr(y, x)[0]),

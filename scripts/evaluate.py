@@ -106,7 +106,8 @@ def _init(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, args.threads // max(1, args.workers)))
     _state["args"] = args
     # one thread per worker: pixels may differ from a multi-threaded decode in the last bit, see Codec
-    _state["codec"] = Codec.from_pretrained(args.model, device=args.device, min_threads=torch.get_num_threads())
+    _state["codec"] = Codec.from_pretrained(args.model, device=args.device, min_threads=torch.get_num_threads(),
+                                            realism=args.realism_file or True)
     _state["lpips"] = lpips_squeeze(args.lpips_backbone)
     _state["features"] = squeezenet_features(args.lpips_backbone)
     _state["extra_lpips"] = {f"lpips_{net}": lpips_with_backbone(net, path)
@@ -335,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         "with the classical codecs matched to its files")
     p.add_argument("--realism", type=float, nargs="+", metavar="R",
                    help="decode every vqcodec file at each fidelity-realism setting R (default: the model's own)")
+    p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
     p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
                    help="classical codecs to compare, comma-separated ('' for none)")
     p.add_argument("--device", default="cpu")

@@ -122,6 +122,29 @@ def test_evaluate_and_plot_end_to_end(tmp_path, tiny_model_path, mock_squeezenet
     assert all(np.isnan(e["haarpsi"]) and np.isfinite(e["psnr"]) for e in summary if e["codec"].startswith("vqcodec"))
 
 
+def test_evaluate_and_diagnose_at_several_realism_settings(tmp_path, mock_squeezenet):
+    from vqcodec.testing.models import save_tiny_knob
+
+    model = save_tiny_knob(tmp_path / "knob.safetensors")
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(300, 272, 0).save(data / "img0.png")
+    out = tmp_path / "results"
+    assert load_script("evaluate").main(["--data", str(data), "--out", str(out), "--model", str(model), "--levels", "16",
+                                         "--codecs", "", "--workers", "1", "--realism", "0", "1"]) == 0
+    rows = {r["codec"]: r for r in csv.DictReader(open(out / "per_image.csv"))}
+    assert sorted(rows) == ["vqcodec:tiny@R0", "vqcodec:tiny@R1"]
+    assert rows["vqcodec:tiny@R0"]["bytes"] == rows["vqcodec:tiny@R1"]["bytes"]  # one file, two decodes
+    assert rows["vqcodec:tiny@R0"]["psnr"] != rows["vqcodec:tiny@R1"]["psnr"]
+    table = load_script("report").table(json.loads((out / "summary.json").read_text()))
+    assert "| 16, R=0 |" in table and "| 16, R=1 |" in table
+
+    assert load_script("diagnose").main(["--data", str(data), "--out", str(tmp_path / "diag"), "--model", str(model),
+                                         "--levels", "16", "--realism", "0", "1"]) == 0
+    conditions = {r["condition"] for r in json.loads((tmp_path / "diag" / "per_image.json").read_text())}
+    assert conditions == {"unquantized, R=0", "level 16, R=0", "unquantized, R=1", "level 16, R=1"}
+
+
 def test_evaluate_loss_script_end_to_end(tmp_path, mock_squeezenet):
     from vqcodec.models.restorer import IndexRestorer, RestorerConfig
     from vqcodec.weights import load_model, save_restorer

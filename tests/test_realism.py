@@ -11,18 +11,8 @@ from PIL import Image
 from vqcodec import Codec
 from vqcodec.errors import VQCodecError, WeightsError
 from vqcodec.models.realism import DecoderBlend, RealismConfig, decoder_keys
+from vqcodec.testing.models import shifted_decoder
 from vqcodec.weights import load_model, save_model, save_realism
-
-
-def _shifted_decoder(seed: int, scale: float = 0.05) -> torch.nn.Module:
-    """The tiny model with its decoder moved off the original weights: a stand-in for a fine-tune."""
-    model = tiny_model()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if key in decoder_keys(model):
-                value.add_(scale * torch.randn(value.shape, generator=generator))
-    return model
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def knob(tmp_path):
     base = tiny_model()
     save_model(model_path, base, skewed_priors(base))
     fidelity_path = tmp_path / "fidelity.safetensors"
-    save_model(fidelity_path, _shifted_decoder(1))
+    save_model(fidelity_path, shifted_decoder(1))
     load = load_script("build_realism")
     assert load.main(["--model", str(model_path), "--fidelity", str(fidelity_path), "--default", "0.25",
                       "--out", str(tmp_path / "tiny.realism.safetensors")]) == 0
@@ -61,7 +51,7 @@ def test_endpoints_are_the_two_decoders_and_between_is_their_blend(knob):
 
 
 def test_blend_weights_are_linear_in_r():
-    base, fine = tiny_model(), _shifted_decoder(2)
+    base, fine = tiny_model(), shifted_decoder(2)
     keys = decoder_keys(base)
     blend = DecoderBlend(base, {k: fine.state_dict()[k] for k in keys})
     mid = blend.state(0.3)
@@ -168,8 +158,8 @@ def test_save_realism_with_own_endpoint_round_trips(tmp_path):
     save_model(path, base)
     loaded = load_model(path)
     keys = decoder_keys(loaded.model)
-    blend = DecoderBlend(loaded.model, {k: _shifted_decoder(4).state_dict()[k] for k in keys},
-                         {k: _shifted_decoder(5).state_dict()[k] for k in keys}, RealismConfig(default=0.5))
+    blend = DecoderBlend(loaded.model, {k: shifted_decoder(4).state_dict()[k] for k in keys},
+                         {k: shifted_decoder(5).state_dict()[k] for k in keys}, RealismConfig(default=0.5))
     save_realism(tmp_path / "m.realism.safetensors", blend, loaded.fingerprint)
     codec = Codec.from_pretrained(path, device="cpu")
     assert codec.default_realism == 0.5

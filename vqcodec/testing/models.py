@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from ..models import VQGAN, ModelConfig
+from ..models.realism import DecoderBlend, RealismConfig, decoder_keys
 from ..training.levels import priors_from_counts
-from ..weights import save_model
+from ..weights import load_model, save_model, save_realism
 
 TAMING_DDCONFIG = {
     "double_z": False, "z_channels": 32, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -46,6 +47,30 @@ def save_tiny_model(path: Path) -> Path:
     """Write the default tiny model with skewed priors to ``path``."""
     model = tiny_model()
     save_model(path, model, skewed_priors(model))
+    return path
+
+
+def shifted_decoder(seed: int, scale: float = 0.05) -> VQGAN:
+    """The default tiny model with its decoder side moved off its weights: a stand-in for a
+    decoder-only fine-tune (same encoder and codebooks)."""
+    model = tiny_model()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if key in decoder_keys(model):
+                value.add_(scale * torch.randn(value.shape, generator=generator))
+    return model
+
+
+def save_tiny_knob(path: Path, default: float = 0.25) -> Path:
+    """The default tiny model at ``path`` with a realism file beside it: :func:`shifted_decoder`
+    at R=0, the model's own decoder at R=1."""
+    save_tiny_model(path)
+    loaded = load_model(path)
+    keys = decoder_keys(loaded.model)
+    fidelity = shifted_decoder(1).state_dict()
+    blend = DecoderBlend(loaded.model, {k: fidelity[k] for k in keys}, config=RealismConfig(default=default))
+    save_realism(path.with_suffix(".realism.safetensors"), blend, loaded.fingerprint, own_realism=False)
     return path
 
 

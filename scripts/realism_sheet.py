@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Comparison sheet for the eye: crops of faces, skin, text, skies and foliage, vqcodec at several
+fidelity–realism settings beside HEIC and AVIF with resampling at ≤ the same bytes.
+
+    python scripts/realism_sheet.py --data ../shared/data/clic --out docs/img/realism_clic.png \\
+        --crop 100f1789:384:640 --crop 2a2420f9:448:200 --crop 4cd6910a:300:64 \\
+        --crop 22ea12c9:896:64 --crop aed95e00:1280:384 --crop 7e499613:512:1500
+
+Each ``--crop STEM:X:Y`` names an image (its file-name stem, or a unique prefix of it) and the top
+left corner of a ``--size`` square in the original's pixels. The whole photo is coded, not the
+crop: vqcodec at ``--level`` (default: the model's), decoded at every ``--realism`` setting, and
+each classical codec at the highest quality and the best PSNR over downscales whose file is no
+larger than vqcodec's (kept in ``--cache``: rerunning with other decoders does not search again).
+The label under each tile gives the codec, its downscale and its bpp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqcodec import Codec  # noqa: E402
+from vqcodec.codec.image_io import image_to_tensor  # noqa: E402
+from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
+from vqcodec.metrics import psnr  # noqa: E402
+
+LABEL = 18  # pixels of caption under each tile
+
+
+def _find(data: Path, stem: str) -> Path:
+    matches = sorted(p for p in data.iterdir() if p.stem.startswith(stem))
+    if len(matches) != 1:
+        raise SystemExit(f"--crop {stem}: {len(matches)} images in {data} start with that name")
+    return matches[0]
+
+
+def classical_file(image: Image.Image, trials: Trials, name: str, budget_bytes: int, cache: Path) -> tuple[bytes, float] | None:
+    """The classical codec's file and scale for the image within the budget, searched once: the
+    decoder settings change between runs, the classical files do not."""
+    found = sorted(cache.glob(f"{name}.{budget_bytes}.*.bin"))
+    if found:
+        return found[0].read_bytes(), float(found[0].name.split(".", 2)[2][: -len(".bin")])
+    x = image_to_tensor(np.asarray(image))
+    point = trials.resampled_at_bpp(available_codecs()[name], budget_bytes * 8 / (image.width * image.height),
+                                    lambda rec: -float(psnr(x, image_to_tensor(np.asarray(rec)))[0]))
+    if point is None:
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / f"{name}.{budget_bytes}.{point.scale}.bin").write_bytes(point.data)
+    return point.data, point.scale
+
+
+def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
+             realism: list[float], codecs: list[str], cache: Path) -> list[list[tuple[str, Image.Image]]]:
+    """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec."""
+    image = Image.open(path).convert("RGB")
+    pixels = image.width * image.height
+    encoded = codec.encode(image, level=level)
+    tiles = [("original", image)]
+    for r in realism:
+        tiles.append((f"vqcodec R={r:g} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
+    trials = Trials(image)
+    for name in codecs:
+        found = classical_file(image, trials, name, len(encoded.data), cache / path.stem)
+        if found is not None:
+            data, scale = found
+            rec = available_codecs()[name].decode(data).resize(image.size, Image.LANCZOS)
+            tiles.append((f"{name}+resample x{scale:g} {len(data) * 8 / pixels:.4f}", rec))
+    return [[(label, im.crop((bx, by, bx + size, by + size))) for label, im in tiles] for bx, by in boxes]
+
+
+def sheet(rows: list[list[tuple[str, Image.Image]]], size: int) -> Image.Image:
+    columns = max(len(r) for r in rows)
+    out = Image.new("RGB", (columns * (size + 4), len(rows) * (size + LABEL + 4)), "white")
+    draw = ImageDraw.Draw(out)
+    for i, row in enumerate(rows):
+        for j, (label, tile) in enumerate(row):
+            x, y = j * (size + 4), i * (size + LABEL + 4)
+            out.paste(tile, (x, y))
+            draw.text((x + 4, y + size + 3), label, fill="black")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder of the photos")
+    p.add_argument("--crop", action="append", required=True, metavar="STEM:X:Y", help="a crop (repeat)")
+    p.add_argument("--size", type=int, default=384, help="side of each crop in original pixels")
+    p.add_argument("--level", type=int, help="vqcodec level (default: the model's)")
+    p.add_argument("--realism", type=float, nargs="+", default=[0.0, 1.0], help="decoder settings to show")
+    p.add_argument("--codecs", default="heic,avif", help="classical codecs, comma-separated")
+    p.add_argument("--model", help="registered name or path (default: vqcodec-f16)")
+    p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--cache", default="results/sheet_cache", help="classical files found, reused by later runs")
+    args = p.parse_args(argv)
+    codecs = [c for c in args.codecs.split(",") if c]
+    missing = sorted(set(codecs) - set(available_codecs()))
+    if missing:
+        raise SystemExit(f"codecs not available here: {', '.join(missing)}")
+    boxes: dict[Path, list[tuple[int, int]]] = {}
+    for spec in args.crop:
+        try:
+            stem, bx, by = spec.rsplit(":", 2)
+            boxes.setdefault(_find(Path(args.data), stem), []).append((int(bx), int(by)))
+        except ValueError:
+            raise SystemExit(f"--crop {spec!r}: expected STEM:X:Y") from None
+    codec = Codec.from_pretrained(args.model, device="cpu", realism=args.realism_file or True)
+    rows = []
+    for path, where in tqdm(boxes.items(), unit="photo"):
+        rows += rows_for(codec, path, where, args.size, args.level, args.realism, codecs, Path(args.cache))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    sheet(rows, args.size).save(args.out)
+    print(f"wrote {args.out}: {len(rows)} crops")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
