@@ -55,7 +55,7 @@ def _noise(w: int, h: int) -> Image.Image:
 
 
 GIGAPIXEL_PNG = crafted_png(40_000, 40_000)  # 1.6 gigapixels declared in 70 bytes: Pillow's bomb guard refuses it
-OVER_LIMIT_PNG = crafted_png(6000, 6000)  # 36 Mpx: under Pillow's guard (89 Mpx), over our 4.2 Mpx default
+OVER_LIMIT_PNG = crafted_png(9000, 8000)  # 72 Mpx: under Pillow's guard (89 Mpx), over our 67 Mpx default
 
 
 def refused_inputs() -> dict[str, bytes]:
@@ -85,7 +85,7 @@ def test_refused_inputs_raise_image_error_naming_the_file(codec, tmp_path, name)
 
 @pytest.mark.parametrize("data, message", [
     (GIGAPIXEL_PNG, "refused as a decompression bomb"),
-    (OVER_LIMIT_PNG, "6000x6000 = 36000000 pixels exceeds the limit of 4194304"),
+    (OVER_LIMIT_PNG, "9000x8000 = 72000000 pixels exceeds the limit of 67108864"),
 ])
 def test_bomb_headers_fail_fast_without_allocating(codec, tmp_path, data, message):
     """Refused from the header alone: no time spent, no pixel buffer (1.6 Gpx of RGB would be 4.8 GB)."""

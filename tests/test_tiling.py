@@ -144,3 +144,14 @@ def test_memory_is_bounded_by_the_tile(model, step):
             largest[name, side] = counter.largest
     assert largest["tiled", 6] == largest["tiled", 8]
     assert largest["tiled", 8] < largest["whole", 8] / 2
+
+
+def test_auto_restoration_of_huge_grids_skips_the_transformer():
+    """Its attention is quadratic in the grid: a damaged 48-megapixel file is restored from neighbours."""
+    from vqcodec.codec.restore import AUTO_TRANSFORMER_INDICES, RestorationPolicy
+
+    policy = RestorationPolicy(restorer=object())
+    assert policy.method("auto", AUTO_TRANSFORMER_INDICES) == "transformer"
+    assert policy.method("auto", 375 * 500) == "neighbour"
+    assert policy.method("transformer", 375 * 500) == "transformer"
+

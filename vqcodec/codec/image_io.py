@@ -21,7 +21,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError
 
-DEFAULT_MAX_PIXELS = 1 << 22  # 4.2 megapixels (2048×2048): the whole image is processed at once, ~2.5 GB per megapixel
+# 67 megapixels (8192×8192): large images are processed in tiles (docs/tiling.md), so memory grows by
+# about 20 bytes per pixel, not gigabytes per megapixel. Pillow refuses files over 89.5 megapixels anyway.
+DEFAULT_MAX_PIXELS = 1 << 26
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 
 

@@ -16,6 +16,9 @@ from ..models.restorer import IndexRestorer
 METHODS = ("transformer", "neighbour", "fixed")
 # One pass beat 4 MaskGIT steps on held-out training photos (vqcodec/assets/README.md), and is 4x faster.
 DEFAULT_STEPS = 1
+# The restorer attends over the whole grid: time grows with its square. Beyond this many indices
+# (4.2 megapixels at f16) "auto" restores from neighbours, so a damaged huge file cannot stall a decode.
+AUTO_TRANSFORMER_INDICES = 1 << 14
 
 
 def restore_fixed(indices: torch.Tensor, known: torch.Tensor, code: int) -> torch.Tensor:
@@ -67,9 +70,11 @@ class RestorationPolicy:
     def __init__(self, restorer: IndexRestorer | None = None) -> None:
         self.restorer = restorer
 
-    def method(self, requested: str = "auto") -> str:
+    def method(self, requested: str = "auto", indices: int = 0) -> str:
+        """The method ``requested`` names, for a grid of ``indices`` (which "auto" weighs)."""
         if requested == "auto":
-            return "transformer" if self.restorer is not None else "neighbour"
+            small = indices <= AUTO_TRANSFORMER_INDICES
+            return "transformer" if self.restorer is not None and small else "neighbour"
         if requested not in METHODS:
             raise VQCodecError(f"unknown restoration method {requested!r}; choose from auto, {', '.join(METHODS)}")
         if requested == "transformer" and self.restorer is None:

@@ -120,8 +120,7 @@ class GlobalGroupNorm:
         self._core = None
 
     def _forward(self, i: int, layer: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-        b, c = x.shape[:2]
-        groups = x.reshape(b, layer.num_groups, -1, *x.shape[2:])
+        groups = x.reshape(x.shape[0], layer.num_groups, -1, *x.shape[2:])
         if i == len(self.stats):
             self._accumulate(groups)
             raise _Collected
