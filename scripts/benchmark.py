@@ -9,6 +9,12 @@ time to restore ``--loss`` (20 %) lost indices with the transformer and the near
 
     python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
 
+``--realism R ...`` also times decoding at each fidelity–realism setting. ``--baseline DIR`` runs
+the same vqcodec measurement from another checkout (for example ``git worktree add /tmp/old
+v-before``) in its own process and prints this checkout's times as ratios of it:
+
+    python scripts/benchmark.py --realism 0 0.5 1 --baseline /tmp/old
+
 ``--corpus DIR`` instead times whole-folder runs: ``vqcodec encode DIR -o OUT`` (the plain
 multi-file CLI) against the same command with ``--ray`` on a local Ray instance, then the same for
 ``decode``, each pinned to the same ``--threads`` cores, and prints images per second and the ratio:
@@ -59,6 +65,8 @@ def run_vqcodec(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     enc_s, data = _timed(lambda: codec.encode(image, level=args.level).data, args.repeat)
     dec_s, _ = _timed(lambda: codec.decode(data), args.repeat)
+    realism = {f"decode_s_r{r:g}": _timed(lambda r=r: codec.decode(data, realism=r), args.repeat)[0]
+               for r in args.realism or []}
     header, payload = unpack(data)
     x = image_to_tensor(image)
     indices = codec.encode_indices(x, header.level).numpy()
@@ -70,6 +78,7 @@ def run_vqcodec(args) -> dict:
         "bpp": len(data) * 8 / (image.width * image.height),
         "encode_s": enc_s,
         "decode_s": dec_s,
+        **realism,
         "payload_bytes": len(payload),
         "ideal_payload_bytes": ideal_bits / 8,
         "overhead_pct": 100 * (len(payload) * 8 / ideal_bits - 1) if ideal_bits else 0.0,
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--loss", type=float, default=0.2, help="fraction of indices lost for the restoration timing")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--realism", type=float, nargs="+", help="also time decoding at these fidelity-realism settings")
+    p.add_argument("--baseline", metavar="DIR", help="a vqcodec checkout to time side by side (its encode and decode)")
     p.add_argument("--corpus", metavar="DIR", help="time the plain multi-file CLI against --ray on this folder")
     p.add_argument("--worker", choices=["vqcodec", "avif"], help=argparse.SUPPRESS)
     p.add_argument("--target-bpp", type=float, default=None, help=argparse.SUPPRESS)
@@ -194,17 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    def worker(kind: str, extra: list[str]) -> dict:
+    def worker(kind: str, extra: list[str], source: str | None = None) -> dict:
         cmd = [sys.executable, __file__, "--worker", kind, "--image", args.image, "--device", args.device,
                "--threads", str(args.threads), "--repeat", str(args.repeat), "--loss", str(args.loss), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        if source:  # the checkout's package comes first on the path
+            env["PYTHONPATH"] = str(Path(source).resolve())
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0:
             raise SystemExit(f"{kind} worker failed:\n{res.stderr}")
         return json.loads(res.stdout.strip().splitlines()[-1])
 
     extra = (["--model", args.model] if args.model else []) + (["--level", str(args.level)] if args.level else [])
-    vq = worker("vqcodec", extra)
+    vq = worker("vqcodec", extra + (["--realism", *map(str, args.realism)] if args.realism else []))
     avif = worker("avif", ["--target-bpp", str(vq["bpp"])])
     rows = [("bpp", "bpp", "{:.4f}"), ("encode_s", "encode (s)", "{:.3f}"), ("decode_s", "decode (s)", "{:.3f}"),
             ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")]
@@ -213,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     for key, label, fmt in rows:
         ratio = vq[key] / avif[key] if avif[key] else float("nan")
         print(f"{label:16}{fmt.format(vq[key]):>34}{fmt.format(avif[key]):>28}{ratio:>10.2f}")
+    baseline = worker("vqcodec", extra, args.baseline) if args.baseline else None
+    timings = [(k, k.replace("decode_s_r", "decode at R=").replace("_s", "")) for k in vq if k.startswith("decode_s_r")]
+    if timings or baseline:
+        print(f"{'':16}{'this checkout (s)':>34}{'baseline (s)':>28}{'ratio':>10}")
+        for key, label in [("encode_s", "encode"), ("decode_s", "decode"), *timings]:
+            base = baseline["decode_s" if key.startswith("decode") else key] if baseline else float("nan")
+            print(f"{label:16}{vq[key]:>34.3f}{base:>28.3f}{vq[key] / base:>10.2f}")
     if "cuda_peak_mb" in vq:
         print(f"{'CUDA peak (MB)':16}{vq['cuda_peak_mb']:>34.0f}")
     print(f"coding overhead: payload {vq['payload_bytes']} B vs cross-entropy {vq['ideal_payload_bytes']:.1f} B "

@@ -15,7 +15,19 @@ PATH = registry.embedded_path(SPEC.filename)
 def test_embedded_weights_match_registry():
     assert PATH.is_file(), f"{PATH} missing"
     assert registry.sha256_file(PATH) == SPEC.sha256
-    assert PATH.stat().st_size < 40 * 2**20
+    companions = [registry.embedded_path(f) for f in (SPEC.restorer_filename, SPEC.realism_filename)]
+    assert registry.sha256_file(companions[1]) == SPEC.realism_sha256
+    assert sum(p.stat().st_size for p in [PATH, *companions]) < 40 * 2**20  # the embedded model's budget
+
+
+def test_shipped_knob_trades_texture_for_fidelity(photo):
+    """R=0 (the distortion-trained decoder) is closer to a smooth image than R=1 (the GAN-trained one)."""
+    codec = Codec.from_pretrained(device="cpu")
+    assert codec.default_realism == 0.5
+    img = np.tile(photo, (2, 2, 1))[:64, :96].astype(np.float64)
+    data = codec.encode(img.astype(np.uint8)).data
+    error = {r: np.square(np.asarray(codec.decode(data, realism=r), dtype=np.float64) - img).mean() for r in (0.0, 1.0)}
+    assert error[0.0] < error[1.0]
 
 
 def test_default_model_round_trip_every_level(photo):

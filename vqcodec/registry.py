@@ -58,6 +58,8 @@ REGISTRY: dict[str, ModelSpec] = {
             description="vqcodec's own f16 VQGAN (TAEF2-initialised), embedded in vqcodec/assets",
             restorer_filename="vqcodec-f16.restorer.safetensors",
             restorer_sha256="ab5487ee2cd07d14b4bb95fad68cf1be55ce5572effca91863fea10ffccfb1a7",
+            realism_filename="vqcodec-f16.realism.safetensors",
+            realism_sha256="1e7ef89683689de8ad7cc2c5a00790a1eb8aacdb748216096c2b92b35b174de1",
         ),
         ModelSpec(
             name="vqgan_imagenet_f16_1024",
