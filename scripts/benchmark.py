@@ -10,8 +10,9 @@ time to restore ``--loss`` (20 %) lost indices with the transformer and the near
     python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
 
 ``--realism R ...`` also times decoding at each fidelity–realism setting. ``--baseline DIR`` runs
-the same vqcodec measurement from another checkout (for example ``git worktree add /tmp/old
-v-before``) in its own process and prints this checkout's times as ratios of it:
+the vqcodec measurement of another checkout (its own ``scripts/benchmark.py``, for example after
+``git worktree add /tmp/old COMMIT``) in its own process and prints this checkout's times as
+ratios of it:
 
     python scripts/benchmark.py --realism 0 0.5 1 --baseline /tmp/old
 
@@ -206,11 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def worker(kind: str, extra: list[str], source: str | None = None) -> dict:
-        cmd = [sys.executable, __file__, "--worker", kind, "--image", args.image, "--device", args.device,
+        script = Path(source) / "scripts" / "benchmark.py" if source else __file__  # it imports its own checkout
+        cmd = [sys.executable, str(script), "--worker", kind, "--image", args.image, "--device", args.device,
                "--threads", str(args.threads), "--repeat", str(args.repeat), "--loss", str(args.loss), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        if source:  # the checkout's package comes first on the path
-            env["PYTHONPATH"] = str(Path(source).resolve())
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode != 0:
             raise SystemExit(f"{kind} worker failed:\n{res.stderr}")
