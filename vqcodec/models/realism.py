@@ -79,8 +79,9 @@ class DecoderBlend:
             if any(k.startswith(DECODER_PREFIXES) for k in overrides):
                 raise ValueError(f"level {level} has its own decoder parameters, which a blend would overwrite")
         self.config = config or RealismConfig()
-        self.fidelity = {k: fidelity[k].float() for k in keys}
-        self.realism = {k: (base[k] if realism is None else realism[k]).detach().float() for k in keys}
+        # copies: a blend must not change when the model (or the caller's tensors) later does
+        self.fidelity = {k: fidelity[k].detach().float().clone() for k in keys}
+        self.realism = {k: (base[k] if realism is None else realism[k]).detach().float().clone() for k in keys}
 
     def state(self, realism: float) -> dict[str, torch.Tensor]:
         """The decoder state dict at ``realism``: exactly an endpoint at 0 and 1."""
