@@ -9,8 +9,8 @@ Opening reads the header alone, so ``size`` and ``mode`` are known at once; ``lo
 pixel access) decodes with the model named in the file, loaded once and cached. ``save`` takes
 ``level``, ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``model`` and ``device``; :func:`configure`
 sets the model (a registered name or a weights file), device and fidelity–realism setting that
-``load`` and ``save`` use when not told otherwise. Bad files raise what Pillow users expect: ``UnidentifiedImageError`` from
-``Image.open`` and ``OSError`` from ``load``, with vqcodec's message.
+``load`` and ``save`` use when not told otherwise. Bad files raise what Pillow users expect:
+``UnidentifiedImageError`` from ``Image.open`` and ``OSError`` from ``load``, with vqcodec's message.
 """
 
 from __future__ import annotations
