@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor  # noqa: E402
-from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
+from vqcodec.evaluation.classical import ClassicalCodec, Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import psnr  # noqa: E402
 
 LABEL = 18  # pixels of caption under each tile
@@ -41,24 +41,25 @@ def _find(data: Path, stem: str) -> Path:
     return matches[0]
 
 
-def classical_file(image: Image.Image, trials: Trials, name: str, budget_bytes: int, cache: Path) -> tuple[bytes, float] | None:
+def classical_file(image: Image.Image, trials: Trials, codec: ClassicalCodec, budget_bytes: int,
+                   cache: Path) -> tuple[bytes, float] | None:
     """The classical codec's file and scale for the image within the budget, searched once: the
     decoder settings change between runs, the classical files do not."""
-    found = sorted(cache.glob(f"{name}.{budget_bytes}.*.bin"))
+    found = sorted(cache.glob(f"{codec.name}.{budget_bytes}.*.bin"))
     if found:
         return found[0].read_bytes(), float(found[0].name.split(".", 2)[2][: -len(".bin")])
     x = image_to_tensor(np.asarray(image))
-    point = trials.resampled_at_bpp(available_codecs()[name], budget_bytes * 8 / (image.width * image.height),
+    point = trials.resampled_at_bpp(codec, budget_bytes * 8 / (image.width * image.height),
                                     lambda rec: -float(psnr(x, image_to_tensor(np.asarray(rec)))[0]))
     if point is None:
         return None
     cache.mkdir(parents=True, exist_ok=True)
-    (cache / f"{name}.{budget_bytes}.{point.scale}.bin").write_bytes(point.data)
+    (cache / f"{codec.name}.{budget_bytes}.{point.scale}.bin").write_bytes(point.data)
     return point.data, point.scale
 
 
 def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
-             realism: list[float], codecs: list[str], cache: Path) -> list[list[tuple[str, Image.Image]]]:
+             realism: list[float], codecs: list[ClassicalCodec], cache: Path) -> list[list[tuple[str, Image.Image]]]:
     """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec."""
     image = Image.open(path).convert("RGB")
     pixels = image.width * image.height
@@ -67,12 +68,12 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
     for r in realism:
         tiles.append((f"vqcodec R={r:g} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
     trials = Trials(image)
-    for name in codecs:
-        found = classical_file(image, trials, name, len(encoded.data), cache / path.stem)
+    for classical in codecs:
+        found = classical_file(image, trials, classical, len(encoded.data), cache / path.stem)
         if found is not None:
             data, scale = found
-            rec = available_codecs()[name].decode(data).resize(image.size, Image.LANCZOS)
-            tiles.append((f"{name}+resample x{scale:g} {len(data) * 8 / pixels:.4f}", rec))
+            rec = classical.decode(data).resize(image.size, Image.LANCZOS)
+            tiles.append((f"{classical.name}+resample x{scale:g} {len(data) * 8 / pixels:.4f}", rec))
     return [[(label, im.crop((bx, by, bx + size, by + size))) for label, im in tiles] for bx, by in boxes]
 
 
@@ -101,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--cache", default="results/sheet_cache", help="classical files found, reused by later runs")
     args = p.parse_args(argv)
-    codecs = [c for c in args.codecs.split(",") if c]
-    missing = sorted(set(codecs) - set(available_codecs()))
+    available = available_codecs()
+    names = [c for c in args.codecs.split(",") if c]
+    missing = sorted(set(names) - set(available))
     if missing:
         raise SystemExit(f"codecs not available here: {', '.join(missing)}")
+    codecs = [available[c] for c in names]
     boxes: dict[Path, list[tuple[int, int]]] = {}
     for spec in args.crop:
         try:

@@ -130,9 +130,14 @@ def image_to_uint8_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)[None]
 
 
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """Image tensors as float32 in [0,1]: uint8 ones divided by 255 in place (one float copy)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32)
+
+
 def image_to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     """An RGB image (PIL or ``uint8 [H,W,3]``) → ``float32 [1,3,H,W]`` in [0, 1]."""
-    return image_to_uint8_tensor(image).float().div_(255.0)  # in place: one float copy
+    return as_float(image_to_uint8_tensor(image))
 
 
 def encode_image_file(im: Image.Image, path: str | Path) -> bytes:

@@ -11,6 +11,7 @@ from ..errors import VQCodecError
 from ..models import VQGAN
 from ..models.realism import DecoderBlend, check_realism
 from . import tiling
+from .image_io import as_float
 from .tiling import Tiling
 
 
@@ -123,7 +124,7 @@ class ModelRunner:
         h, w = images.shape[-2:]
         if self._tiled(-(-h // self.factor), -(-w // self.factor), self.tiling.encode_tile):
             return self._encode_tiled(images, list(map(self.level, levels)))
-        x = F.pad(tiling.as_float(images.to(self.device)), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
+        x = F.pad(as_float(images.to(self.device)), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
         out = {}
         with _at_least_threads(self.device, self.min_threads):
             features = self.model.encode_features(x)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import VQGAN
+from .image_io import as_float
 
 ENCODE_TILE = 32  # tokens (512 pixels) per side: part of what an encoded file means, never change it
 ENCODE_HALO = 4  # tokens of context around an encoder tile in its full-resolution trunk
@@ -138,11 +139,6 @@ class GlobalGroupNorm:
         core = core.double().flatten(2)
         sums = torch.stack([torch.full_like(core[:, :, 0], core.shape[2]), core.sum(2), (core**2).sum(2)])
         self._sums = sums if self._sums is None else self._sums + sums
-
-
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """Images as float32 in [0,1]: uint8 ones divided by 255 (as :func:`.image_io.image_to_tensor` does)."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.to(torch.float32)
 
 
 def _pad_to_grid(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
