@@ -20,7 +20,7 @@ def test_corpus_is_small_and_named_by_outcome():
     assert len(CORPUS) >= 70
     names = {"ok", "any", "BitstreamError", "UnsupportedVersionError", "ModelMismatchError"}
     for path in CORPUS:
-        assert path.name.split("--")[0] in names and path.suffix in (".vqc", ".sym"), path.name
+        assert path.name.split("--")[0] in names and path.suffix in (".vqc", ".sym", ".ctx"), path.name
         assert path.stat().st_size <= 8192, path.name
 
 
@@ -34,7 +34,7 @@ def test_corpus_input_ends_in_its_documented_outcome(targets, path):
         assert crash is None, f"{name} crashed on {path.name}:\n" + "".join(traceback.format_exception(crash))
         outcomes[name] = outcome
     expected = path.name.split("--")[0]
-    got = outcomes["codec" if path.suffix == ".vqc" else "entropy"]
+    got = outcomes[{".vqc": "codec", ".sym": "entropy", ".ctx": "context"}[path.suffix]]
     if expected == "ok" and got == "ModelMismatchError" and not _same_tiny_model(targets):
         pytest.skip("this torch builds another tiny model; rewrite the corpus: python scripts/fuzz.py --make-corpus tests/fuzz_corpus")
     assert expected == "any" or got == expected

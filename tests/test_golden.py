@@ -18,9 +18,11 @@ from PIL import Image
 from vqcodec import Codec
 from vqcodec.codec import container, payload
 from vqcodec.entropy import StaticPrior, decode_symbols, encode_symbols
+from vqcodec.models.context import ContextConfig
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TINY_MODEL = GOLDEN / "tiny.safetensors"  # a fixed tiny model, stored so torch's RNG cannot change it
+TINY_CONTEXT = GOLDEN / "tiny.context.safetensors"  # its context model's tables (format version 3)
 
 
 def golden_symbols() -> tuple[np.ndarray, StaticPrior]:
@@ -58,16 +60,36 @@ def codec() -> Codec:
     return Codec.from_pretrained(TINY_MODEL, device="cpu")
 
 
-@pytest.mark.parametrize("name, options", [("plain", {}), ("packets", {"packets": 5}), ("resized", {"scale": 0.5})])
-def test_tiny_model_file_bytes_are_pinned(codec, name, options):
+TINY_FILES = {
+    "plain": {"entropy": "static"},
+    "packets": {"entropy": "static", "packets": 5},
+    "resized": {"entropy": "static", "scale": 0.5},
+    "context": {"entropy": "context"},
+    "context-packets": {"entropy": "context", "packets": 5},
+}
+
+
+@pytest.mark.parametrize("name", TINY_FILES)
+def test_tiny_model_file_bytes_are_pinned(codec, name):
     """A real file from a fixed model and image: container, entropy coder and encoder together."""
-    assert codec.encode(golden_image(), level=16, **options).data == (GOLDEN / f"{name}.vqc").read_bytes()
+    assert codec.encode(golden_image(), level=16, **TINY_FILES[name]).data == (GOLDEN / f"{name}.vqc").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["plain", "packets"])
+def test_context_coder_bytes_are_pinned(codec):
+    """The context model's payload of a fixed grid: its integer arithmetic and the range coder."""
+    model = codec.entropy.for_level(16, "context")
+    grid = np.load(GOLDEN / "indices.npy")
+    expected = (GOLDEN / "context-payload.bin").read_bytes()
+    assert model.encode(grid)[0] == expected
+    decoded, ok = model.decode([expected], np.zeros(grid.shape, dtype=np.int64))
+    assert ok == [True] and np.array_equal(decoded, grid)
+
+
+@pytest.mark.parametrize("name", ["plain", "packets", "context", "context-packets"])
 def test_old_files_decode_to_the_same_indices_and_pixels(codec, name):
     stream = container.read((GOLDEN / f"{name}.vqc").read_bytes())
-    grid = payload.read(stream, codec.entropy.for_file(stream.header.entropy_model, stream.header.level))
+    header = stream.header
+    grid = payload.read(stream, codec.entropy.for_file(header.entropy_model, header.level, header.context_fingerprint))
     assert grid.known.all()
     assert np.array_equal(grid.indices, np.load(GOLDEN / "indices.npy"))
     decoded = np.asarray(codec.decode(stream), dtype=np.int16)
@@ -88,7 +110,7 @@ def test_shipped_model_files_are_pinned(name, level, options):
     decoder (R=1 of the fidelity–realism knob)."""
     shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
     data = (GOLDEN / f"{name}.vqc").read_bytes()
-    assert shipped.encode(golden_photo(), level=level, **options).data == data
+    assert shipped.encode(golden_photo(), level=level, entropy="static", **options).data == data
     if name == "f16-1024":
         decoded = np.asarray(shipped.decode(data, realism=1.0), dtype=np.int16)
         expected = np.asarray(Image.open(GOLDEN / "f16-1024.png"), dtype=np.int16)
@@ -106,19 +128,33 @@ def _write() -> None:
     model = tiny_model()
     save_model(TINY_MODEL, model, skewed_priors(model))
     codec = Codec.from_pretrained(TINY_MODEL, device="cpu")
-    plain = codec.encode(golden_image(), level=16).data
+    plain = codec.encode(golden_image(), level=16, entropy="static").data
     (GOLDEN / "plain.vqc").write_bytes(plain)
-    (GOLDEN / "packets.vqc").write_bytes(codec.encode(golden_image(), level=16, packets=5).data)
-    (GOLDEN / "resized.vqc").write_bytes(codec.encode(golden_image(), level=16, scale=0.5).data)
+    for name in ("packets", "resized"):
+        (GOLDEN / f"{name}.vqc").write_bytes(codec.encode(golden_image(), level=16, **TINY_FILES[name]).data)
     stream = container.read(plain)
     np.save(GOLDEN / "indices.npy", payload.read(stream, codec.entropy.for_level(16)).indices)
     codec.decode(plain).save(GOLDEN / "decoded.png")
     shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
-    f16 = shipped.encode(golden_photo(), level=1024).data
+    f16 = shipped.encode(golden_photo(), level=1024, entropy="static").data
     (GOLDEN / "f16-1024.vqc").write_bytes(f16)
-    (GOLDEN / "f16-64-packets.vqc").write_bytes(shipped.encode(golden_photo(), level=64, packets=7).data)
+    (GOLDEN / "f16-64-packets.vqc").write_bytes(shipped.encode(golden_photo(), level=64, packets=7, entropy="static").data)
     shipped.decode(f16, realism=1.0).save(GOLDEN / "f16-1024.png")
 
 
+def _write_context() -> None:
+    """The version-3 golden files (written once, beside the older ones)."""
+    from vqcodec.testing.models import tiny_context
+    from vqcodec.weights import load_model, save_context
+
+    loaded = load_model(TINY_MODEL)
+    save_context(TINY_CONTEXT, tiny_context(loaded.model), loaded.fingerprint, ContextConfig(embed=6, width=8, dilations=[1, 2]))
+    codec = Codec.from_pretrained(TINY_MODEL, device="cpu")
+    for name in ("context", "context-packets"):
+        (GOLDEN / f"{name}.vqc").write_bytes(codec.encode(golden_image(), level=16, **TINY_FILES[name]).data)
+    grid = np.load(GOLDEN / "indices.npy")
+    (GOLDEN / "context-payload.bin").write_bytes(codec.entropy.for_level(16, "context").encode(grid)[0])
+
+
 if __name__ == "__main__":
-    sys.exit(_write())
+    sys.exit(_write_context() if sys.argv[1:] == ["context"] else _write())

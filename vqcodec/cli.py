@@ -14,6 +14,7 @@ from . import __version__, corpus, registry
 from .codec import Codec, container
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, as_rgb_array, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
+from .entropy import CHOICES as ENTROPY_CHOICES
 from .entropy import NAMES as ENTROPY_NAMES
 from .errors import VQCodecError
 from .evaluation import channel
@@ -168,7 +169,7 @@ def _corpus(args: argparse.Namespace, run: Callable[..., corpus.CorpusReport], *
 def _operating_point(args: argparse.Namespace) -> dict:
     """The encode options that pick the operating point and packetization."""
     return {"level": args.level, "scale": args.scale, "bpp": args.bpp, "max_bytes": args.max_bytes,
-            "packets": args.packets, "packet_bytes": args.packet_bytes}
+            "packets": args.packets, "packet_bytes": args.packet_bytes, "entropy": args.entropy}
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -243,7 +244,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             + (f", coded at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else "")
             + f" (grid {h.grid_width}x{h.grid_height}, f{h.factor}, padding {h.padding[0]}+{h.padding[1]})\n"
             f"  format       version {h.version}\n"
-            f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})\n"
+            f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})"
+            + (f", tables {h.context_fingerprint.hex()}" if h.context_fingerprint else "") + "\n"
             f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
         )
@@ -289,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--bpp", type=float, metavar="X",
                      help="rate control: the best level and scale whose whole file stays within X bits per pixel")
     enc.add_argument("--max-bytes", type=int, metavar="N", help="rate control: the best file of at most N bytes")
+    enc.add_argument("--entropy", default="auto", choices=ENTROPY_CHOICES,
+                     help="context: code the indices with the model's context model (fewer bytes); static: with "
+                          "each level's static prior (faster); auto (default): context when the model has one")
     packets = enc.add_mutually_exclusive_group()
     packets.add_argument("--packets", type=int, metavar="N",
                          help="split the indices into N independently decodable, interleaved packets (loss-resilient)")

@@ -16,9 +16,10 @@ from pathlib import Path
 from .errors import ModelMismatchError, WeightsError
 from .fileio import download as download_file
 from .fileio import sha256_file
+from .entropy.context import ContextTables
 from .models.realism import DecoderBlend
 from .models.restorer import IndexRestorer
-from .weights import LoadedModel, load_model, load_realism, load_restorer
+from .weights import LoadedModel, load_context, load_model, load_realism, load_restorer
 
 
 def embedded_path(filename: str) -> Path:
@@ -42,6 +43,8 @@ class ModelSpec:
     restorer_sha256: str | None = None
     realism_filename: str | None = None  # the decoder endpoints of the fidelity–realism knob
     realism_sha256: str | None = None
+    context_filename: str | None = None  # the integer tables of the context entropy model
+    context_sha256: str | None = None
 
 
 _TAMING_1024 = "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2F{}&dl=1"
@@ -159,7 +162,7 @@ def load(name_or_path: str | Path | None = None, weights: str | Path | None = No
 
 
 def companion_path(kind: str, name_or_path: str | Path | None = None) -> Path | None:
-    """Where a model's ``kind`` file ("restorer" or "realism") lives: the registry's file for a
+    """Where a model's ``kind`` file ("restorer", "realism" or "context") lives: the registry's file for a
     registered name (verified), ``<stem>.<kind>.safetensors`` beside a model file, or None."""
     name = str(name_or_path or DEFAULT_MODEL)
     spec = REGISTRY.get(name)
@@ -182,3 +185,8 @@ def load_restorer_for(name_or_path: str | Path | None, loaded: LoadedModel) -> I
 def load_realism_for(name_or_path: str | Path | None, loaded: LoadedModel) -> DecoderBlend | None:
     path = companion_path("realism", name_or_path)
     return None if path is None else load_realism(path, loaded)
+
+
+def load_context_for(name_or_path: str | Path | None, loaded: LoadedModel) -> ContextTables | None:
+    path = companion_path("context", name_or_path)
+    return None if path is None else load_context(path, loaded.fingerprint)

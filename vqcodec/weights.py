@@ -16,6 +16,11 @@ A realism file (the decoder endpoints of :mod:`vqcodec.models.realism`) holds ``
 and optionally ``realism.<key>`` for every decoder parameter, with metadata
 ``vqcodec_realism_config`` and ``vqcodec_model_fingerprint``. It sits beside the model instead of in
 it, so adding or retraining decoders keeps the model's fingerprint, and every existing file decodes.
+
+A context file (the integer tables of :mod:`vqcodec.entropy.context`) holds those int32 tables
+with metadata ``vqcodec_context_config`` (the training-form config, for reference) and
+``vqcodec_model_fingerprint``. Files coded with it name it by its own fingerprint
+(:attr:`ContextTables.fingerprint`), so a retrained one is refused by name, never misread.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from .entropy import StaticPrior
+from .entropy.context import ContextTables
 from .errors import WeightsError
 from .fileio import atomic_write
 from .models import VQGAN, ModelConfig
+from .models.context import ContextConfig
 from .models.realism import DecoderBlend, RealismConfig
 from .models.restorer import IndexRestorer, RestorerConfig
 
@@ -208,4 +215,30 @@ def load_realism(path: str | Path, loaded: LoadedModel) -> DecoderBlend:
         config = RealismConfig.from_json(meta["vqcodec_realism_config"])
         return DecoderBlend(loaded.model, ends["fidelity"], ends["realism"] or None, config)
     except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+
+
+def save_context(path: str | Path, tables: ContextTables, model_fingerprint: bytes, config: ContextConfig) -> None:
+    """Write a context model's integer tables bound to its model's fingerprint, atomically."""
+    tensors = {k: torch.from_numpy(v) for k, v in tables.arrays.items()}
+    metadata = {
+        "vqcodec_format": FORMAT,
+        "vqcodec_context_config": config.to_json(),
+        "vqcodec_model_fingerprint": model_fingerprint.hex(),
+    }
+    atomic_write(path, save(tensors, metadata=metadata), force=True)
+
+
+def load_context(path: str | Path, model_fingerprint: bytes | None = None) -> ContextTables:
+    """Load a context model's tables; refuse one trained for other weights than ``model_fingerprint``."""
+    path = Path(path)
+    meta, tensors = _read_safetensors(path, "context")
+    if "vqcodec_context_config" not in meta:
+        raise WeightsError(f"{path} is not a vqcodec context file (no vqcodec_context_config metadata)")
+    _check_bound(path, meta, model_fingerprint, "retrain it with scripts/train_context.py")
+    if any(v.dtype != torch.int32 for v in tensors.values()):
+        raise WeightsError(f"{path}: context tables must be int32")
+    try:
+        return ContextTables({k: v.numpy() for k, v in tensors.items()})
+    except ValueError as exc:
         raise WeightsError(f"{path}: {exc}") from None

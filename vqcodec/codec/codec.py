@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from .. import registry
-from ..entropy import EntropyModel, LevelEntropy
+from ..entropy import ContextTables, EntropyModel, LevelEntropy
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from ..models.realism import DecoderBlend
 from ..models.restorer import IndexRestorer
@@ -82,10 +82,12 @@ class Codec:
         restorer: IndexRestorer | None = None,
         min_threads: int = 2,
         blend: DecoderBlend | None = None,
+        context: ContextTables | None = None,
     ) -> None:
-        """``min_threads`` and ``blend``: see :class:`.runner.ModelRunner`."""
+        """``min_threads`` and ``blend``: see :class:`.runner.ModelRunner`; ``context``: the context
+        entropy model's tables (encoders use it by default; files that name it need it)."""
         self.runner = ModelRunner(loaded.model, device, min_threads, blend)
-        self.entropy = LevelEntropy(loaded.priors)
+        self.entropy = LevelEntropy(loaded.priors, context)
         self.restoration = RestorationPolicy(None if restorer is None else restorer.to(self.runner.device).eval())
         self.model_id = model_id
         self.fingerprint = loaded.fingerprint
@@ -101,15 +103,17 @@ class Codec:
         restorer: str | Path | bool = True,
         min_threads: int = 2,
         realism: str | Path | bool = True,
+        context: str | Path | bool = True,
     ) -> Codec:
         """A registered model name (default ``vqcodec-f16``), a ``.safetensors`` or a taming ``.ckpt``.
 
         ``restorer``: True loads the model's own lost-index transformer when it has one, a path
         loads that file, False loads none (lost indices are then filled from neighbours).
         ``realism``: the same for the decoder endpoints of the fidelity–realism knob; without them
-        the model decodes with its own decoder only.
+        the model decodes with its own decoder only. ``context``: the same for the context entropy
+        model; without it files are coded with the static prior.
         """
-        from ..weights import load_realism, load_restorer
+        from ..weights import load_context, load_realism, load_restorer
 
         model_id, loaded = registry.load(name_or_path, weights=weights)
         if restorer is True:
@@ -120,8 +124,12 @@ class Codec:
             blend = registry.load_realism_for(name_or_path, loaded)
         else:
             blend = load_realism(realism, loaded) if realism else None
+        if context is True:
+            tables = registry.load_context_for(name_or_path, loaded)
+        else:
+            tables = load_context(context, loaded.fingerprint) if context else None
         return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net, min_threads=min_threads,
-                   blend=blend)
+                   blend=blend, context=tables)
 
     @property
     def model(self):
@@ -172,6 +180,7 @@ class Codec:
         packet_bytes: int | None = None,
         bpp: float | None = None,
         max_bytes: int | None = None,
+        entropy: str = "auto",
     ) -> EncodedImage:
         """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`.
 
@@ -180,6 +189,8 @@ class Codec:
         budget: ``bpp`` (of the original image, whole file) and/or ``max_bytes``, never exceeded.
         ``packets`` (a count) or ``packet_bytes`` (a payload size to stay under) gives a packetized
         file whose packets decode independently; otherwise the file is one plain payload.
+        ``entropy``: "context" (the context model), "static" (the level's static prior) or "auto"
+        (the context model when one is loaded).
         """
         arr = as_rgb_array(image, self.max_pixels)
         height, width = arr.shape[:2]
@@ -187,25 +198,27 @@ class Codec:
         if bpp is not None or max_bytes is not None:
             if level is not None or scale is not None:
                 raise VQCodecError("give a level and scale, or a budget (bpp, max_bytes), not both")
-            return rate.encode_within(self, arr, rate.budget_bytes(width, height, bpp, max_bytes), packets, packet_bytes)
+            budget = rate.budget_bytes(width, height, bpp, max_bytes)
+            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy)
         level = self.runner.level(level)
         size = rate.coded_size(width, height, scale)
         coded = arr if size == (width, height) else np.asarray(resample(arr, size))
         indices = self.runner.encode_indices(image_to_uint8_tensor(coded), level)[0].numpy()
-        return self.pack(indices, level, (width, height), size, packets, packet_bytes)
+        return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy)
 
     def pack(
         self, indices: np.ndarray, level: int, size: tuple[int, int], coded: tuple[int, int],
-        packets: int | None = None, packet_bytes: int | None = None,
+        packets: int | None = None, packet_bytes: int | None = None, entropy: str = "auto",
     ) -> EncodedImage:
         """The file of a ``level`` index grid that codes an image of ``size`` resized to ``coded``."""
-        entropy = self.entropy.for_level(level)
+        model = self.entropy.for_level(level, entropy)
         header = container.Header(
             model_id=self.model_id, fingerprint=self.fingerprint, level=level, width=size[0], height=size[1],
-            grid_width=indices.shape[1], grid_height=indices.shape[0], factor=self.factor, entropy_model=entropy.id,
+            grid_width=indices.shape[1], grid_height=indices.shape[0], factor=self.factor, entropy_model=model.id,
+            context_fingerprint=model.fingerprint,
             **({} if coded == tuple(size) else {"coded_width": coded[0], "coded_height": coded[1]}),
         )
-        header, data = payload.write(header, indices, entropy, packets, packet_bytes)
+        header, data = payload.write(header, indices, model, packets, packet_bytes)
         return EncodedImage(data, header)
 
     def check_compatible(self, header: container.Header) -> EntropyModel:
@@ -222,7 +235,7 @@ class Codec:
             raise BitstreamError(f"downsampling factor {header.factor} does not match the model's {self.factor}")
         if header.level not in self.levels:
             raise BitstreamError(f"level {header.level} is not one of the model's levels {self.levels}")
-        return self.entropy.for_file(header.entropy_model, header.level)
+        return self.entropy.for_file(header.entropy_model, header.level, header.context_fingerprint)
 
     def decode(
         self, data: bytes | container.Stream, restore: str = "auto", restore_steps: int = DEFAULT_STEPS,

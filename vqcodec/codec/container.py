@@ -1,7 +1,8 @@
-"""The ``.vqc`` container, format versions 1 and 2. The spec is ``docs/bitstream.md``; keep both in sync.
+"""The ``.vqc`` container, format versions 1 to 3. The spec is ``docs/bitstream.md``; keep both in sync.
 
 A writer stamps the lowest version that can express the file: version 1 unless the header carries
-extensions (version 2), so files without them stay byte-identical to version 1.
+extensions (version 2: a coded size; version 3: a context model), so files without them stay
+byte-identical to version 1.
 
 All integers are little-endian. A plain file (flags 0)::
 
@@ -18,14 +19,15 @@ All integers are little-endian. A plain file (flags 0)::
     +4     2    grid width  w (u16)  = ceil(width / f)
     +2     2    grid height h (u16)  = ceil(height / f)
     +2     1    downsampling factor f (u8, 16)
-    +1     1    entropy-model id (u8: 0 uniform, 1 static prior of the level)
+    +1     1    entropy-model id (u8: 0 uniform, 1 static prior of the level, 2 context model)
     +1     4    payload length P (u32)
     (v2)   2    extension bytes E, then E bytes of records: type (u8), length (u16), value
     +E     P    payload: range-coded indices, row-major
     +P     4    CRC-32 of every byte before it
 
 Extension records (version 2): type 1, coded size (u32 width, u32 height): the grid covers the
-image resized to this size, and the decoder resizes back (Lanczos) to width × height.
+image resized to this size, and the decoder resizes back (Lanczos) to width × height. Version 3
+adds type 2, the 8-byte fingerprint of the context model that coded the payload (entropy id 2).
 
 A packetized file (flags bit 0) has the same fields up to the entropy-model id, then the packet
 count K (u16), the extensions (version 2) and a CRC-32 of the header, then K packets that each decode on their own::
@@ -49,7 +51,7 @@ import numpy as np
 from ..errors import BitstreamError, UnsupportedVersionError
 
 MAGIC = b"\x89VQC"
-VERSION = 2  # the newest version this reader understands
+VERSION = 3  # the newest version this reader understands
 MAX_MODEL_ID = 64
 FLAG_PACKETIZED = 0x01
 KNOWN_FLAGS = FLAG_PACKETIZED
@@ -66,6 +68,9 @@ RECORD = struct.Struct("<BH")  # record type, value length
 MAX_EXTENSION_BYTES = 1024
 EXT_CODED_SIZE = 1
 CODED_SIZE = struct.Struct("<II")
+EXT_CONTEXT_MODEL = 2  # version 3
+CONTEXT_ENTROPY_ID = 2  # the entropy-model id whose header carries a context-model record
+FINGERPRINT_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class Header:
     packets: int = 0  # K for packetized files, 0 otherwise
     coded_width: int = 0  # size the grid covers when the image was resized before coding; 0: not resized
     coded_height: int = 0
+    context_fingerprint: bytes = b""  # the context model's, for entropy id 2; empty otherwise
 
     @property
     def packetized(self) -> bool:
@@ -102,7 +108,7 @@ class Header:
     @property
     def version(self) -> int:
         """The lowest format version that can express this header."""
-        return 2 if self.resized else 1
+        return 3 if self.context_fingerprint else 2 if self.resized else 1
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -122,6 +128,8 @@ class Header:
             raise BitstreamError("header grid size does not match the image size")
         if self.level < 1:
             raise BitstreamError("invalid level 0")
+        if (self.entropy_model == CONTEXT_ENTROPY_ID) != bool(self.context_fingerprint):
+            raise BitstreamError("corrupted header: the context model record and entropy model id disagree")
         if self.packetized and not 1 <= self.packets <= min(MAX_PACKETS, self.grid_width * self.grid_height):
             raise BitstreamError(f"invalid packet count {self.packets} for a {self.grid_width}x{self.grid_height} grid")
         padded = self.grid_width * self.grid_height * self.factor**2
@@ -150,11 +158,17 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
     )
     if header.version == 1:
         return head
-    records = RECORD.pack(EXT_CODED_SIZE, CODED_SIZE.size) + CODED_SIZE.pack(header.coded_width, header.coded_height)
+    records = b""
+    if header.resized:
+        records += RECORD.pack(EXT_CODED_SIZE, CODED_SIZE.size) + CODED_SIZE.pack(header.coded_width, header.coded_height)
+    if header.context_fingerprint:
+        if len(header.context_fingerprint) != FINGERPRINT_BYTES:
+            raise ValueError("context fingerprint must be 8 bytes")
+        records += RECORD.pack(EXT_CONTEXT_MODEL, FINGERPRINT_BYTES) + header.context_fingerprint
     return head + EXTENSIONS.pack(len(records)) + records
 
 
-def _parse_extensions(data: bytes, at: int) -> tuple[dict[str, int], int]:
+def _parse_extensions(data: bytes, at: int, version: int) -> tuple[dict[str, int | bytes], int]:
     """Header fields from the extension records at ``at`` → (fields, offset after them)."""
     if len(data) < at + EXTENSIONS.size:
         raise BitstreamError("truncated file: header incomplete")
@@ -163,7 +177,7 @@ def _parse_extensions(data: bytes, at: int) -> tuple[dict[str, int], int]:
     end = at + length
     if length > MAX_EXTENSION_BYTES or len(data) < end:
         raise BitstreamError(f"invalid header extension length {length}")
-    fields: dict[str, int] = {}
+    fields: dict[str, int | bytes] = {}
     seen: set[int] = set()
     while at < end:
         if end - at < RECORD.size:
@@ -173,14 +187,17 @@ def _parse_extensions(data: bytes, at: int) -> tuple[dict[str, int], int]:
         if kind in seen or at + size > end:
             raise BitstreamError(f"corrupted header: bad extension record {kind}")
         seen.add(kind)
-        if kind != EXT_CODED_SIZE or size != CODED_SIZE.size:
+        if kind == EXT_CODED_SIZE and size == CODED_SIZE.size:
+            fields["coded_width"], fields["coded_height"] = CODED_SIZE.unpack_from(data, at)
+            if min(fields["coded_width"], fields["coded_height"]) < 1:
+                raise BitstreamError("corrupted header: coded size 0")
+        elif kind == EXT_CONTEXT_MODEL and size == FINGERPRINT_BYTES and version >= 3:
+            fields["context_fingerprint"] = data[at : at + size]
+        else:
             raise BitstreamError(f"unsupported header extension {kind} (written by a newer vqcodec?)")
-        fields["coded_width"], fields["coded_height"] = CODED_SIZE.unpack_from(data, at)
-        if min(fields.values()) < 1:
-            raise BitstreamError("corrupted header: coded size 0")
         at += size
     if not fields:
-        raise BitstreamError("corrupted header: a version-2 header without extensions")
+        raise BitstreamError(f"corrupted header: a version-{version} header without extensions")
     return fields, end
 
 
@@ -268,7 +285,7 @@ def _parse_header(data: bytes) -> tuple[Header, int, int]:
     end = fixed_at + fixed.size
     extensions: dict[str, int] = {}
     if version >= 2:
-        extensions, end = _parse_extensions(data, end)
+        extensions, end = _parse_extensions(data, end, version)
         if len(data) < end + 4:
             raise BitstreamError("truncated file: header incomplete")
     header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, packets, **extensions)

@@ -27,7 +27,7 @@ def write(
     if packets is not None and packet_bytes is not None:
         raise VQCodecError("give packets or packet_bytes, not both")
     if packets is None and packet_bytes is None:
-        return header, container.pack(header, entropy.encode(indices))
+        return header, container.pack(header, entropy.encode(indices)[0])
     count, payloads = _packetize(header, indices, entropy, packets, packet_bytes)
     header = dataclasses.replace(header, flags=container.FLAG_PACKETIZED, packets=count)
     return header, container.pack_packets(header, payloads)
@@ -41,13 +41,13 @@ def _packetize(
     if packets is None:
         if packet_bytes < 1:
             raise VQCodecError("packet_bytes must be at least 1")
-        packets = -(-len(entropy.encode(indices)) // packet_bytes)  # a first guess, then grow
+        packets = -(-len(entropy.encode(indices)[0]) // packet_bytes)  # a first guess, then grow
     if not 1 <= packets <= limit:
         raise VQCodecError(f"packets must be between 1 and {limit} for this {header.grid_width}x{header.grid_height} grid")
     budget = packet_bytes or container.MAX_PACKET_PAYLOAD
     while True:
         assignment = container.packet_assignment(header.grid_height, header.grid_width, packets)
-        payloads = [entropy.encode(indices[assignment == k]) for k in range(packets)]
+        payloads = entropy.encode(indices, assignment, packets)
         largest = max(len(p) for p in payloads)
         if largest <= budget or packets == limit:
             break
@@ -71,17 +71,12 @@ def read(stream: container.Stream, entropy: EntropyModel) -> Grid:
     header = stream.header
     shape = (header.grid_height, header.grid_width)
     if not header.packetized:
-        symbols = entropy.decode(stream.payload, shape[0] * shape[1])
-        return Grid(symbols.reshape(shape), np.ones(shape, dtype=bool))
-    grid = Grid(np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=bool))
+        indices, (ok,) = entropy.decode([stream.payload], np.zeros(shape, dtype=np.int64))
+        if not ok:
+            raise BitstreamError("entropy-coded payload is invalid")
+        return Grid(indices, np.ones(shape, dtype=bool))
     assignment = container.packet_assignment(*shape, header.packets)
-    for k in range(header.packets):
-        where = assignment == k
-        try:
-            symbols = entropy.decode(stream.packets[k], int(where.sum()))
-        except (KeyError, BitstreamError):  # missing, or CRC-valid but undecodable: lost either way
-            grid.packets_lost.append(k)
-            continue
-        grid.indices[where] = symbols
-        grid.known[where] = True
-    return grid
+    # missing, or CRC-valid but undecodable: lost either way
+    indices, ok = entropy.decode([stream.packets.get(k) for k in range(header.packets)], assignment)
+    lost = [k for k in range(header.packets) if not ok[k]]
+    return Grid(indices, ~np.isin(assignment, lost), lost)

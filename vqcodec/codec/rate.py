@@ -49,7 +49,8 @@ def budget_bytes(width: int, height: int, bpp: float | None = None, max_bytes: i
 
 
 def encode_within(
-    codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None
+    codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None,
+    entropy: str = "auto",
 ) -> EncodedImage:
     """The best file of at most ``budget`` bytes for ``image`` (``uint8 [H,W,3]``)."""
     height, width = image.shape[:2]
@@ -61,7 +62,8 @@ def encode_within(
             continue
         sizes_done.add(size)
         grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), codec.levels)
-        files = [codec.pack(grids[level][0].numpy(), level, (width, height), size, packets, packet_bytes) for level in grids]
+        files = [codec.pack(grids[level][0].numpy(), level, (width, height), size, packets, packet_bytes, entropy)
+                 for level in grids]
         fitting = [f for f in files if len(f.data) <= budget]
         if fitting:  # the scale's biggest file within budget (the largest level, for a real model)
             candidates.append(max(fitting, key=lambda f: (len(f.data), f.header.level)))

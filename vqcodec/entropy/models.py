@@ -2,6 +2,9 @@
 
 The container stores one byte, the entropy-model id; this module is the one place that says what
 each id means. Ids are never reused: a file names its entropy model forever.
+
+Every model codes a grid as independent *parts* (the whole grid of a plain file, one packet each
+in a packetized one): a part's payload decodes without any other part.
 """
 
 from __future__ import annotations
@@ -10,29 +13,58 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BitstreamError
+from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from .coder import decode_symbols, encode_symbols
+from .context import ContextCoder, ContextTables
 from .prior import StaticPrior
 
 UNIFORM = 0  #: every code of the level equally likely
 STATIC_PRIOR = 1  #: the level's measured code frequencies
+CONTEXT = 2  #: the integer context model the header names by fingerprint (vqcodec.entropy.context)
 
-NAMES: dict[int, str] = {UNIFORM: "uniform", STATIC_PRIOR: "static prior"}
+NAMES: dict[int, str] = {UNIFORM: "uniform", STATIC_PRIOR: "static prior", CONTEXT: "context model"}
+CHOICES = ("auto", "static", "context")  #: what an encoder may ask for; "auto": context when loaded
 
 
 @dataclass(frozen=True)
 class EntropyModel:
-    """A registered id and the distribution it codes symbols with."""
+    """A registered id and how it codes the parts of a grid."""
 
     id: int
-    prior: StaticPrior
+    prior: StaticPrior  # the level's static prior; also names the most probable code
+    context: ContextCoder | None = None
 
-    def encode(self, symbols: np.ndarray) -> bytes:
-        return encode_symbols(symbols, self.prior)
+    @property
+    def fingerprint(self) -> bytes:
+        """The context tables' fingerprint a header must carry (empty for the static models)."""
+        return self.context.tables.fingerprint if self.context is not None else b""
 
-    def decode(self, data: bytes, count: int) -> np.ndarray:
-        """``count`` symbols as ``int64``; :class:`BitstreamError` if ``data`` cannot be decoded."""
-        return decode_symbols(data, count, self.prior)
+    def encode(self, grid: np.ndarray, parts: np.ndarray | None = None, count: int = 1) -> list[bytes]:
+        """One payload per part; ``parts [h,w]`` numbers each position's part (default: one part)."""
+        grid = np.asarray(grid, dtype=np.int64)
+        parts = np.zeros(grid.shape, dtype=np.int64) if parts is None else parts
+        if grid.size and (grid.min() < 0 or grid.max() >= self.prior.size):
+            raise ValueError(f"symbols must lie in [0, {self.prior.size})")
+        if self.context is not None:
+            return self.context.encode(grid, parts, count)
+        return [encode_symbols(grid[parts == k], self.prior) for k in range(count)]
+
+    def decode(self, payloads: list[bytes | None], parts: np.ndarray) -> tuple[np.ndarray, list[bool]]:
+        """``(grid int64 [h,w], decoded?)`` per part; a missing (None) or undecodable part's positions are 0."""
+        if self.context is not None:
+            return self.context.decode(payloads, parts)
+        grid = np.zeros(parts.shape, dtype=np.int64)
+        ok = []
+        for k, data in enumerate(payloads):
+            where = parts == k
+            try:
+                if data is None:
+                    raise BitstreamError("missing")
+                grid[where] = decode_symbols(data, int(where.sum()), self.prior)
+                ok.append(True)
+            except BitstreamError:
+                ok.append(False)
+        return grid, ok
 
     @property
     def most_probable(self) -> int:
@@ -40,20 +72,44 @@ class EntropyModel:
 
 
 class LevelEntropy:
-    """The entropy model of each level: its measured prior, or uniform when it has none."""
+    """The entropy models of every level: the measured prior (uniform without one) and, when a
+    context model is loaded, the context model."""
 
-    def __init__(self, priors: dict[int, StaticPrior]) -> None:
+    def __init__(self, priors: dict[int, StaticPrior], context: ContextTables | None = None) -> None:
         self.priors = dict(priors)
+        self.context = context
 
-    def for_level(self, level: int) -> EntropyModel:
-        """The model an encoder uses for ``level``."""
+    def _static(self, level: int) -> EntropyModel:
         if level in self.priors:
             return EntropyModel(STATIC_PRIOR, self.priors[level])
         return EntropyModel(UNIFORM, StaticPrior.uniform(level))
 
-    def for_file(self, entropy_id: int, level: int) -> EntropyModel:
-        """The model a file names; refuses an id this model cannot have written for the level."""
-        model = self.for_level(level)
+    def has_context(self, level: int) -> bool:
+        return self.context is not None and level in self.context.levels
+
+    def for_level(self, level: int, kind: str = "auto") -> EntropyModel:
+        """The model an encoder uses for ``level``: ``kind`` is one of :data:`CHOICES`."""
+        if kind not in CHOICES:
+            raise VQCodecError(f"unknown entropy model {kind!r}; choose from {', '.join(CHOICES)}")
+        if kind == "static" or (kind == "auto" and not self.has_context(level)):
+            return self._static(level)
+        if not self.has_context(level):
+            raise VQCodecError(f"no context model is loaded for level {level} (use the static prior, or train one)")
+        return EntropyModel(CONTEXT, self._static(level).prior, ContextCoder(self.context, level))
+
+    def for_file(self, entropy_id: int, level: int, fingerprint: bytes = b"") -> EntropyModel:
+        """The model a file names; refuses an id (or context model) this codec cannot decode it with."""
+        if entropy_id == CONTEXT:
+            if not self.has_context(level):
+                raise ModelMismatchError(
+                    f"file was coded with context model {fingerprint.hex()}; none is loaded for level {level}"
+                )
+            if fingerprint != self.context.fingerprint:
+                raise ModelMismatchError(
+                    f"file was coded with context model {fingerprint.hex()}; loaded is {self.context.fingerprint.hex()}"
+                )
+            return self.for_level(level, "context")
+        model = self._static(level)
         if entropy_id != model.id:
             name = NAMES.get(entropy_id, "unknown")
             raise BitstreamError(f"entropy model id {entropy_id} ({name}) does not match level {level} of this model")

@@ -6,7 +6,8 @@ above ``--rss-limit-mb`` is a failure, and the input is saved under ``--artifact
 ``container`` (``read``/``unpack``; a plain file that parses re-packs to the same bytes),
 ``codec`` (``Codec.decode`` with the tiny model of :mod:`.models`, on the input as is and with
 its CRCs fixed, so mutations reach the header checks, packets, entropy decoder and network) and
-``entropy`` (``decode_symbols``: u16 count, a prior selector byte, then the payload).
+``entropy`` (``decode_symbols``: u16 count, a prior selector byte, then the payload) and
+``context`` (the context-model decoder: grid size, level, part count, then the payloads).
 
 Engines: ``random`` (seeded mutations of the corpus; what CI runs) and ``atheris`` (coverage-guided,
 ``pip install atheris``; ``-timeout``/``-rss_limit_mb`` go to libFuzzer)::
@@ -16,7 +17,7 @@ Engines: ``random`` (seeded mutations of the corpus; what CI runs) and ``atheris
     python -m vqcodec.testing.fuzz --make-corpus tests/fuzz_corpus
 
 Corpus files are named ``<outcome>--<what>.<ext>``: ``outcome`` is ``ok``, the error class the
-primary target (``.vqc``: codec, ``.sym``: entropy) must raise, or ``any`` (only "no crash").
+primary target (``.vqc``: codec, ``.sym``: entropy, ``.ctx``: context) must raise, or ``any`` (only "no crash").
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ..codec import Codec, container
 from ..entropy import StaticPrior, decode_symbols, encode_symbols
 from ..errors import VQCodecError
 from ..weights import LoadedModel, fingerprint, model_tensors
-from .models import skewed_priors, tiny_model
+from .models import skewed_priors, tiny_context, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]  # the source checkout, where the defaults below live
 SEED_CORPUS = ROOT / "tests" / "fuzz_corpus"
@@ -137,14 +138,16 @@ class Hang(Exception):
     """Raised by the per-input alarm of the random engine."""
 
 
-def tiny_codec(max_pixels: int = MAX_PIXELS) -> Codec:
-    """The tests' tiny taef2 model (seed 0, levels 64/16/4, skewed priors) as an in-memory Codec."""
+def tiny_codec(max_pixels: int = MAX_PIXELS, context: bool = True) -> Codec:
+    """The tests' tiny taef2 model (seed 0, levels 64/16/4, skewed priors, and with ``context`` its
+    tiny context model) as an in-memory Codec."""
     model = tiny_model(name=MODEL_ID)
     frequencies = skewed_priors(model)
     priors = {level: StaticPrior(f.numpy()) for level, f in frequencies.items()}
     loaded = LoadedModel(model, priors, fingerprint(model_tensors(model, frequencies)))
     # one thread: on a busy machine, waiting for a second core made decodes 50x slower
-    return Codec(loaded, MODEL_ID, device="cpu", max_pixels=max_pixels, min_threads=1)
+    return Codec(loaded, MODEL_ID, device="cpu", max_pixels=max_pixels, min_threads=1,
+                 context=tiny_context(model) if context else None)
 
 
 class Targets:
@@ -187,9 +190,25 @@ class Targets:
         assert count == 0 or (0 <= int(symbols.min()) and int(symbols.max()) < prior.size), "symbol out of range"
         return "ok"
 
+    def context(self, data: bytes) -> str:
+        """The context-model decoder on a grid of ``data[0] × data[1]`` (each 1…64), the level
+        ``data[2]`` selects, ``data[3]`` parts (1…8, interleaved as packets) and the rest of the
+        bytes split evenly into their payloads."""
+        head = (data + bytes(4))[:4]
+        shape = (1 + head[0] % 64, 1 + head[1] % 64)
+        levels = sorted(self.codec.levels)
+        model = self.codec.entropy.for_level(levels[head[2] % len(levels)], "context")
+        count = 1 + head[3] % 8
+        parts = container.packet_assignment(*shape, count)
+        body, size = data[4:], -(-len(data[4:]) // count)
+        grid, ok = model.decode([body[k * size : (k + 1) * size] for k in range(count)], parts)
+        assert grid.shape == shape and len(ok) == count, "wrong grid shape"
+        assert (grid >= 0).all() and (grid < model.prior.size).all(), "symbol out of range"
+        return "ok"
+
     def chosen(self, name: str = "all") -> dict[str, Callable[[bytes], str]]:
         """The targets by name: one of them, or ``all``."""
-        every = {"container": self.container, "codec": self.decode, "entropy": self.entropy}
+        every = {"container": self.container, "codec": self.decode, "entropy": self.entropy, "context": self.context}
         return every if name == "all" else {name: every[name]}
 
 
@@ -213,7 +232,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:40, 0:57]
     photo = (np.stack([xx * 4, yy * 6, (xx + yy) * 2], axis=-1) % 256).astype(np.uint8)
-    base = codec.encode(photo, level=16).data
+    base = codec.encode(photo, level=16, entropy="static").data
     head, payload = container.unpack(base)
     fixed = _layout(base)[0]
 
@@ -229,8 +248,9 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
 
     c = {
         "ok--level16-57x40.vqc": base,
-        "ok--level4-1x1.vqc": codec.encode(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), level=4).data,
-        "ok--level64-33x17.vqc": codec.encode(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8), level=64).data,
+        "ok--level4-1x1.vqc": codec.encode(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), level=4, entropy="static").data,
+        "ok--level64-33x17.vqc": codec.encode(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8), level=64,
+                                              entropy="static").data,
         "ok--empty-payload.vqc": with_payload(base, b""),
         "ok--random-payload.vqc": with_payload(base, bytes(range(7, 40))),
         "BitstreamError--tall-1-pixel-wide-at-the-limit.vqc": sized(1, MAX_PIXELS),
@@ -245,7 +265,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--bitflip-width.vqc": flip(base, fixed + header_fields(PLAIN)["width"][0], 4),
         "BitstreamError--bitflip-payload.vqc": flip(base, len(base) - 6, 0x80),
         "BitstreamError--bitflip-crc.vqc": flip(base, len(base) - 1),
-        "UnsupportedVersionError--version-3.vqc": patch(base, VERSION_AT, b"\x03"),
+        "UnsupportedVersionError--version-4.vqc": patch(base, VERSION_AT, b"\x04"),
         "any--version-2-on-a-version-1-body.vqc": patch(base, VERSION_AT, b"\x02"),
         "UnsupportedVersionError--version-255.vqc": patch(base, VERSION_AT, b"\xff"),
         "BitstreamError--version-0.vqc": patch(base, VERSION_AT, b"\x00"),
@@ -283,12 +303,12 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     for cut in (VERSION_AT, ID_LENGTH_AT, ID_AT, fixed, fixed + 8, fixed + PLAIN.size, len(base) - 5, len(base) - 1):
         c[f"BitstreamError--truncated-at-{cut}.vqc"] = base[:cut]
     # version 2: the coded-size extension record (type, length, width, height) ends the header
-    resized = codec.encode(photo, level=16, scale=0.5).data
+    resized = codec.encode(photo, level=16, scale=0.5, entropy="static").data
     record = _head_end(resized) - container.RECORD.size - container.CODED_SIZE.size
     resized_head, resized_payload = container.unpack(resized)
     c.update({
         "ok--resized-57x40-from-28x20.vqc": resized,
-        "ok--resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3).data,
+        "ok--resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="static").data,
         "ok--resized-empty-payload.vqc": with_payload(resized, b""),
         "BitstreamError--resized-coded-size-0.vqc": patch(resized, record + container.RECORD.size, bytes(8)),
         "BitstreamError--resized-coded-larger-than-image.vqc": container.pack(
@@ -299,7 +319,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--resized-extension-bytes-0.vqc": patch(resized, record - 2, b"\x00\x00"),
     })
     # packetized files: the header must be intact; damaged or missing packets are restored
-    packed = codec.encode(photo, level=16, packets=4).data
+    packed = codec.encode(photo, level=16, packets=4, entropy="static").data
     head_end = fixed + PACKETIZED.size + CRC.size
     first_end = next(_packets(packed, head_end))[1]
     sync, _, length = container.PACKET_HEAD.unpack_from(packed, head_end)
@@ -317,6 +337,24 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--packetized-count-max.vqc": set_field(packed, "packets", 65535),
         "BitstreamError--packetized-truncated-header.vqc": packed[: head_end - 2],
     })
+    # version 3: the context entropy model, named by its fingerprint in extension record 2
+    ctx = codec.encode(photo, level=16, entropy="context").data
+    ctx_head, ctx_payload = container.unpack(ctx)
+    ctx_record = _head_end(ctx) - container.RECORD.size - container.FINGERPRINT_BYTES
+    c.update({
+        "ok--context-level16-57x40.vqc": ctx,
+        "ok--context-level64-33x17.vqc": codec.encode(np.random.default_rng(1).integers(0, 256, (17, 33, 3), dtype=np.uint8),
+                                                      level=64, entropy="context").data,
+        "ok--context-resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="context").data,
+        "ok--context-empty-payload.vqc": with_payload(ctx, b""),
+        "ok--context-random-payload.vqc": with_payload(ctx, bytes(range(3, 60))),
+        "ModelMismatchError--context-other-tables.vqc": patch(ctx, ctx_record + container.RECORD.size, bytes(8)),
+        "BitstreamError--context-record-with-static-id.vqc": container.pack(dataclasses.replace(ctx_head, entropy_model=1),
+                                                                            ctx_payload),
+        "BitstreamError--context-id-without-record.vqc": edit(entropy_model=container.CONTEXT_ENTROPY_ID),
+        "BitstreamError--context-record-in-version-2.vqc": patch(ctx, VERSION_AT, b"\x02"),
+        "BitstreamError--context-record-length-7.vqc": patch(ctx, ctx_record + 1, b"\x07\x00"),
+    })
     # entropy target: u16 count, prior selector, payload (see Targets.entropy)
     c["ok--entropy-300-symbols.sym"] = struct.pack("<HB", 300, 3) + encode_symbols(rng.integers(0, 64, 300), StaticPrior.uniform(64))
     c["ok--entropy-count-0.sym"] = struct.pack("<HB", 0, 3)
@@ -325,6 +363,12 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     c["ok--entropy-short.sym"] = b"\x07"
     c["BitstreamError--entropy-invalid-words.sym"] = struct.pack("<HB", 1000, 3) + b"\xff" * 8
     c["ok--entropy-unaligned-payload.sym"] = struct.pack("<HB", 50, 4) + b"\x01\x02\x03\x04\x05"
+    # context target: grid height, width, level selector, part count, payload (see Targets.context)
+    grid = rng.integers(0, 16, (9, 7))
+    c["ok--context-9x7.ctx"] = bytes([9, 7, 1, 1]) + codec.entropy.for_level(16, "context").encode(grid)[0]
+    c["ok--context-1x1-empty.ctx"] = bytes([1, 1, 0, 1])
+    c["ok--context-64x64-4-parts-random.ctx"] = bytes([64, 64, 2, 4]) + rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    c["ok--context-short.ctx"] = b"\x05"
     return c
 
 
@@ -487,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line (``--help``); returns 1 when any input failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["random", "atheris"], default="random")
-    parser.add_argument("--target", choices=["container", "codec", "entropy", "all"], default="all")
+    parser.add_argument("--target", choices=["container", "codec", "entropy", "context", "all"], default="all")
     parser.add_argument("--runs", type=int, default=0, help="stop after this many inputs (atheris: required)")
     parser.add_argument("--seconds", type=float, default=0, help="random engine: stop after this many seconds")
     parser.add_argument("--corpus", type=Path, action="append", help=f"seed folder(s) (default {SEED_CORPUS})")

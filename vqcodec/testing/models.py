@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..entropy import ContextTables
 from ..models import VQGAN, ModelConfig
+from ..models.context import ContextConfig, ContextModel
 from ..models.realism import DecoderBlend, RealismConfig, decoder_keys
 from ..training.levels import priors_from_counts
 from ..weights import load_model, save_model, save_realism
@@ -60,6 +62,17 @@ def shifted_decoder(seed: int, scale: float = 0.05) -> VQGAN:
             if key in decoder_keys(model):
                 value.add_(scale * torch.randn(value.shape, generator=generator))
     return model
+
+
+def tiny_context(model: VQGAN, seed: int = 0) -> ContextTables:
+    """A small random-init context model for ``model``'s levels, exported to integer tables
+    (its savings are random; the code paths and the bit-exactness are what it tests)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ContextModel(ContextConfig(code_dim=model.config.embed_dim, embed=6, width=8, dilations=[1, 2]), model.levels)
+        for p in net.bias.values():
+            p.data.normal_(0, 1)
+    return ContextTables(net.export({level: model.codebook(level) for level in model.levels}))
 
 
 def save_tiny_knob(path: Path, default: float = 0.25) -> Path:

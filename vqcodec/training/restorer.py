@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..codec.container import packet_assignment
-from ..codec.image_io import image_to_tensor, load_image
+from ..codec.image_io import image_to_tensor, load_image, resample
 from ..codec.restore import restore_neighbour
 from ..models import VQGAN
 from ..models.restorer import IndexRestorer, RestorerConfig
@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def encode_grids(model: VQGAN, files: list[Path], progress: bool = True) -> dict[int, list[np.ndarray]]:
-    """Index grids ``{level: [int16 [h,w], ...]}`` of every photo and its mirror image, at every level.
+def encode_grids(
+    model: VQGAN, files: list[Path], progress: bool = True, scales: tuple[float, ...] = (1.0,)
+) -> dict[int, list[np.ndarray]]:
+    """Index grids ``{level: [int16 [h,w], ...]}`` of every photo and its mirror image, at every level
+    and at each of ``scales`` (the photo resized first, as rate control codes it).
 
     The encoder runs once per photo, on the model's device; levels differ only in their (possibly
     fine-tuned) 1×1 quant convolution and codebook, which :func:`~vqcodec.training.levels.finetune_level`
@@ -40,8 +43,11 @@ def encode_grids(model: VQGAN, files: list[Path], progress: bool = True) -> dict
     device = next(model.parameters()).device
     factor = model.config.downsampling
     grids: dict[int, list[np.ndarray]] = {level: [] for level in model.levels}
-    for path in tqdm(files, desc="encoding grids", unit="img", disable=not progress):
+    jobs = [(path, scale) for path in files for scale in scales]
+    for path, scale in tqdm(jobs, desc="encoding grids", unit="img", disable=not progress):
         image = load_image(path)
+        if scale != 1.0:
+            image = resample(image, (max(factor, round(image.width * scale)), max(factor, round(image.height * scale))))
         w, h = image.width // factor * factor, image.height // factor * factor
         x = image_to_tensor(image.crop((0, 0, w, h)))
         x = torch.cat([x, x.flip(-1)]).to(device)

@@ -1,0 +1,231 @@
+"""The context entropy model: lossless, independent parts, and the same bytes on every machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vqcodec.codec import container, payload
+from vqcodec.entropy import context as ctx
+from vqcodec.entropy import ContextTables
+from vqcodec.errors import ModelMismatchError, VQCodecError, WeightsError
+from vqcodec.models.context import ContextConfig, ContextModel
+from vqcodec.testing.fuzz import tiny_codec
+from vqcodec.testing.models import tiny_context, tiny_model
+from vqcodec.training.context import code_length
+from vqcodec.weights import load_context, save_context
+
+
+def structured_grid(shape=(19, 22), size=64, seed=0) -> np.ndarray:
+    """Flat patches of one code with some noise: what a context model can predict."""
+    rng = np.random.default_rng(seed)
+    grid = np.kron(rng.integers(0, size, (5, 6)), np.ones((4, 4), dtype=np.int64))[: shape[0], : shape[1]]
+    return np.where(rng.random(grid.shape) < 0.2, rng.integers(0, size, grid.shape), grid)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return tiny_codec()
+
+
+@pytest.fixture(scope="module")
+def coder(codec):
+    return codec.entropy.for_level(64, "context")
+
+
+def test_exp_table_is_built_exactly():
+    assert ctx.EXP[0] == 1 << ctx.PROB_BITS and ctx.EXP[-1] == 1 and (np.diff(ctx.EXP) <= 0).all()
+    assert abs(ctx.EXP[16] / ctx.EXP[0] - math.exp(-1)) < 1e-4  # 16 score units are one nat
+
+
+def test_stages_cover_the_grid_in_the_documented_order():
+    stages = ctx.stage_map(8, 8)
+    assert np.bincount(stages.ravel()).tolist() == [4, 4, 8, 16, 32]
+    assert stages[0, 0] == 0 and stages[2, 2] == 1 and stages[1, 1] == 3 and stages[0, 1] == 4
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (19, 22)])
+def test_round_trip_plain(coder, shape):
+    grid = structured_grid(shape)
+    (data,) = coder.encode(grid)
+    decoded, ok = coder.decode([data], np.zeros(shape, dtype=np.int64))
+    assert ok == [True] and np.array_equal(decoded, grid)
+
+
+def test_parts_decode_alone(coder):
+    """A packet is coded from its own positions only: others may be missing or damaged."""
+    grid = structured_grid()
+    parts = container.packet_assignment(*grid.shape, 5)
+    payloads = coder.encode(grid, parts, 5)
+    damaged = [payloads[0], None, payloads[2], b"\xff" * 9, payloads[4]]
+    decoded, ok = coder.decode(damaged, parts)
+    for k in (0, 2, 4):
+        assert ok[k] and np.array_equal(decoded[parts == k], grid[parts == k])
+    assert not ok[1] and (decoded[parts == 1] == 0).all()
+
+
+def test_codec_files_round_trip_with_lost_packets(codec):
+    image = np.random.default_rng(0).integers(0, 256, (40, 57, 3), dtype=np.uint8)
+    indices = codec.encode_indices(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 16)[0].numpy()
+    for packets in (None, 4):
+        data = codec.encode(image, level=16, packets=packets, entropy="context").data
+        stream = container.read(data)
+        assert stream.header.entropy_model == container.CONTEXT_ENTROPY_ID and stream.header.version == 3
+        assert stream.header.context_fingerprint == codec.entropy.context.fingerprint
+        grid = payload.read(stream, codec.check_compatible(stream.header))
+        assert grid.known.all() and np.array_equal(grid.indices, indices)
+    del stream.packets[2]
+    report = codec.decode_with_report(stream).report
+    assert report.packets_lost == [2] and report.indices_lost == int((container.packet_assignment(3, 4, 4) == 2).sum())
+
+
+def test_static_files_still_decode_and_context_needs_its_tables(codec, tiny_model_path):
+    image = np.zeros((20, 30, 3), np.uint8)
+    static = codec.encode(image, level=16, entropy="static").data
+    assert container.read(static).header.version == 1
+    context = codec.encode(image, level=16).data  # auto: the context model when loaded
+    assert container.read(context).header.entropy_model == container.CONTEXT_ENTROPY_ID
+    plain = tiny_codec(context=False)
+    assert plain.decode(static).size == (30, 20)
+    with pytest.raises(ModelMismatchError, match="context model"):
+        plain.decode(context)
+    with pytest.raises(VQCodecError, match="no context model"):
+        plain.encode(image, level=16, entropy="context")
+    other = tiny_codec()
+    other.entropy.context = tiny_context(other.model, seed=1)
+    with pytest.raises(ModelMismatchError, match="context model"):
+        other.decode(context)
+
+
+def _kernel_variants():
+    """Other ways to compute the same integer convolution: another library kernel, and another
+    summation order (input channels reversed)."""
+
+    def conv2d(x, weight, dilation):
+        return torch.nn.functional.conv2d(x, weight, padding=dilation, dilation=dilation)
+
+    def reversed_channels(x, weight, dilation):
+        return ORIGINAL_CONV(x.flip(1), weight.flip(1), dilation)
+
+    return {"conv2d": conv2d, "reversed": reversed_channels}
+
+
+ORIGINAL_CONV = ctx._conv3x3
+
+
+@pytest.mark.parametrize("variant", ["conv2d", "reversed"])
+def test_bytes_do_not_depend_on_the_arithmetic_kernel(coder, monkeypatch, variant):
+    """Integers below 2**53 are exact in float64 whatever the order of the sums: another kernel
+    gives the same features, frequencies and bytes."""
+    grid = structured_grid()
+    reference = coder.encode(grid)[0]
+    monkeypatch.setattr(ctx, "_conv3x3", _kernel_variants()[variant])
+    assert coder.encode(grid)[0] == reference
+
+
+def test_features_are_integers_in_range(coder):
+    grid = torch.from_numpy(structured_grid())[None]
+    known = torch.from_numpy(ctx.stage_map(*grid.shape[1:]) < 4)[None]
+    feats = coder.context.tables.features(grid, known, 64)
+    assert (feats == feats.round()).all() and feats.min() >= 0 and feats.max() <= ctx.ACT_MAX
+
+
+SCRIPT = """
+import hashlib, sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+sys.path.insert(0, sys.argv[2])
+from tests.test_context import structured_grid
+from vqcodec.testing.fuzz import tiny_codec
+coder = tiny_codec().entropy.for_level(64, "context")
+grid = structured_grid((33, 41))
+data = coder.encode(grid)[0]
+decoded, ok = coder.decode([data], np.zeros(grid.shape, dtype=np.int64))
+assert ok[0] and (decoded == grid).all()
+print(hashlib.sha256(data).hexdigest())
+"""
+
+
+def test_bytes_are_the_same_in_other_processes_and_thread_counts(coder):
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    expected = hashlib.sha256(coder.encode(structured_grid((33, 41)))[0]).hexdigest()
+    for threads in (1, 2, 4):
+        out = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), root], capture_output=True, text=True,
+                             check=True, cwd=root)
+        assert out.stdout.strip() == expected, f"{threads} threads"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_computes_the_same_frequencies(coder):
+    tables = coder.context.tables
+    grid = torch.from_numpy(structured_grid())[None]
+    known = torch.from_numpy(ctx.stage_map(*grid.shape[1:]) < 3)[None]
+    cpu = tables.features(grid, known, 64)
+    moved = ContextTables(tables.arrays)
+    for layer in moved.layers:
+        for name in ("weight", "bias", "mult"):
+            object.__setattr__(layer, name, getattr(layer, name).cuda())
+    for lv in moved.levels.values():
+        object.__setattr__(lv, "embed", lv.embed.cuda())
+    gpu = moved.features(grid.cuda(), known.cuda(), 64).cpu()
+    assert torch.equal(cpu, gpu)
+
+
+def test_tables_outside_the_exact_bounds_are_refused():
+    model = tiny_model()
+    arrays = dict(tiny_context(model).arrays)
+    arrays["conv.0.mult"] = np.full_like(arrays["conv.0.mult"], 2**31 - 1)
+    arrays["conv.0.bias"] = np.full_like(arrays["conv.0.bias"], 2**30)
+    with pytest.raises(ValueError, match="exact-arithmetic"):
+        ContextTables(arrays)
+    arrays = dict(tiny_context(model).arrays)
+    arrays["level.16.embed"] = arrays["level.16.embed"][:3]
+    with pytest.raises(ValueError, match="bad shape"):
+        ContextTables(arrays)
+
+
+def test_context_files_are_bound_to_their_model(tmp_path):
+    model = tiny_model()
+    tables = tiny_context(model)
+    path = tmp_path / "tiny.context.safetensors"
+    save_context(path, tables, b"\x01" * 8, ContextConfig())
+    assert load_context(path, b"\x01" * 8).fingerprint == tables.fingerprint
+    with pytest.raises(WeightsError, match="train_context"):
+        load_context(path, b"\x02" * 8)
+
+
+def test_integer_export_codes_what_training_learned():
+    """The real payload of a trained net is within a few percent of its float cross-entropy, and
+    well under the uniform code: export and training agree."""
+    torch.manual_seed(0)
+    levels = [64]
+    codebooks = {64: torch.randn(64, 4)}
+    net = ContextModel(ContextConfig(code_dim=4, embed=8, width=16, dilations=[1, 2]), levels)
+    grids = [structured_grid((16, 16), seed=s) for s in range(8)]
+    batch = torch.from_numpy(np.stack(grids))
+    region = torch.ones_like(batch, dtype=torch.bool)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(150):
+        loss = code_length(net, batch, region, codebooks[64])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    float_bits = code_length(net, batch, region, codebooks[64]).item() / math.log(2)
+    coder = ctx.ContextCoder(ContextTables(net.export(codebooks)), 64)
+    real_bits = 8 * sum(len(coder.encode(g, np.zeros(g.shape, dtype=np.int64), 1)[0]) for g in grids)
+    assert real_bits < 0.75 * batch.numel() * 6
+    assert abs(real_bits - float_bits) < 0.06 * float_bits + 8 * 4 * len(grids), (real_bits, float_bits)
+
+
+def test_config_round_trips():
+    config = ContextConfig(embed=5, width=7, dilations=[1, 3])
+    assert ContextConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["dilations"] == [1, 3]
