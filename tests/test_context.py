@@ -229,3 +229,50 @@ def test_config_round_trips():
     config = ContextConfig(embed=5, width=7, dilations=[1, 3])
     assert ContextConfig.from_json(config.to_json()) == config
     assert json.loads(config.to_json())["dilations"] == [1, 3]
+
+
+def _photos(folder, count=3, size=(72, 56)):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+        Image.fromarray(base).resize(size, Image.BICUBIC).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_train_context_script_trains_resumes_and_exports(tmp_path, tiny_model_path):
+    from conftest import load_script
+
+    photos = _photos(tmp_path / "photos", count=21)
+    script = load_script("train_context")
+    common = ["--model", str(tiny_model_path), "--data", f"{photos}:1,0.5", "--out", str(tmp_path / "run"),
+              "--batch-size", "4", "--crop", "4", "--embed", "4", "--width", "8", "--dilations", "1,2", "--threads", "1"]
+    assert script.main([*common, "--steps", "6"]) == 0
+    export = tiny_model_path.with_suffix(".context.safetensors")
+    first = load_context(export)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 6
+    assert script.main([*common, "--steps", "8"]) == 0  # resumes at step 6
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 8
+    assert load_context(export).fingerprint != first.fingerprint
+    report = json.loads((tmp_path / "run" / "holdout_bytes.json").read_text())
+    assert set(report) == {"64", "16", "4"} and all(r["context_bytes"] > 0 for r in report.values())
+
+
+def test_evaluate_entropy_script_reports_lossless_savings(tmp_path, tiny_model_path, capsys):
+    from conftest import load_script
+
+    from vqcodec.weights import load_model
+
+    loaded = load_model(tiny_model_path)
+    save_context(tiny_model_path.with_suffix(".context.safetensors"), tiny_context(loaded.model), loaded.fingerprint,
+                 ContextConfig())
+    photos = _photos(tmp_path / "photos")
+    out = tmp_path / "entropy.json"
+    args = [str(photos), "--model", str(tiny_model_path), "--levels", "16,64", "--packets", "3", "--decode-level", "16",
+            "--threads", "1", "--out", str(out)]
+    assert load_script("evaluate_entropy").main(args) == 0
+    results = json.loads(out.read_text())["levels"]
+    assert set(results) == {"16", "64"} and results["16"]["context_full_decode_s"] > 0
+    assert "| 64 |" in capsys.readouterr().out

@@ -2,14 +2,15 @@
 
 A file's bits grow with its grid (the scale squared) and with log2 of the level, so the same
 budget buys a fine level at a smaller scale or a coarse level at full size. For a budget, every
-scale in :data:`SCALES` offers its largest file (the largest level) that fits; of those that fill at least
-:data:`FILL` of the budget, the one whose decode is closest to the image (PSNR at full size, the
-fidelity that matters at these rates) wins. Every size is a real file size: a budget is never exceeded.
+scale in :data:`SCALES` offers the file of its largest level that fits (found by bisection); of
+those that fill at least :data:`FILL` of the budget, the one whose decode is closest to the image
+(PSNR at full size, the fidelity that matters at these rates) wins. Every size is a real file size: a budget is never exceeded.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,6 +49,21 @@ def budget_bytes(width: int, height: int, bpp: float | None = None, max_bytes: i
     return min(limits)
 
 
+def _largest_fitting(pack: Callable[[int], EncodedImage], levels: list[int], budget: int) -> EncodedImage | None:
+    """The file of the largest level within ``budget``, by bisection over the ascending ``levels``
+    (a file grows with its level): a few encodes instead of one per level, which matters when each
+    is a context-model pass. Whatever it returns fits."""
+    lo, hi, best = 0, len(levels) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        file = pack(levels[mid])
+        if len(file.data) <= budget:
+            best, lo = file, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
 def encode_within(
     codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None,
     entropy: str = "auto",
@@ -62,11 +78,10 @@ def encode_within(
             continue
         sizes_done.add(size)
         grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), codec.levels)
-        files = [codec.pack(grids[level][0].numpy(), level, (width, height), size, packets, packet_bytes, entropy)
-                 for level in grids]
-        fitting = [f for f in files if len(f.data) <= budget]
-        if fitting:  # the scale's biggest file within budget (the largest level, for a real model)
-            candidates.append(max(fitting, key=lambda f: (len(f.data), f.header.level)))
+        best = _largest_fitting(lambda level: codec.pack(grids[level][0].numpy(), level, (width, height), size, packets,
+                                                         packet_bytes, entropy), sorted(grids), budget)
+        if best is not None:
+            candidates.append(best)
             if len(candidates[-1].data) < FILL * budget and any(len(c.data) >= FILL * budget for c in candidates):
                 break  # smaller scales only get smaller
     if not candidates:
