@@ -34,9 +34,9 @@ from vqcodec.training.data import list_images  # noqa: E402
 KINDS = ("static", "context")
 
 
-def _timed(fn):
+def _timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 
@@ -53,10 +53,10 @@ def measure(codec: Codec, files: list[Path], scale: float, levels: list[int], pa
             row = rows[level]
             for kind in KINDS:
                 for label, count in (("", None), ("packets_", packets)):
-                    encoded, t_enc = _timed(lambda: codec.pack(grid, level, (width, height), size, count, entropy=kind))
+                    encoded, t_enc = _timed(codec.pack, grid, level, (width, height), size, count, entropy=kind)
                     stream = container.read(encoded.data)
                     model = codec.check_compatible(stream.header)
-                    decoded, t_dec = _timed(lambda: payload.read(stream, model))
+                    decoded, t_dec = _timed(payload.read, stream, model)
                     if not (decoded.known.all() and np.array_equal(decoded.indices, grid)):
                         raise SystemExit(f"{path.name} level {level} {kind}: indices differ after decoding")
                     row.setdefault(f"{label}{kind}_bytes", []).append(len(encoded.data))
@@ -65,7 +65,7 @@ def measure(codec: Codec, files: list[Path], scale: float, levels: list[int], pa
                         row.setdefault(f"{kind}_decode_s", []).append(t_dec)
                         row.setdefault("pixels", []).append(width * height)
                         if level == decode_level:
-                            _, t_full = _timed(lambda: codec.decode(encoded.data))
+                            _, t_full = _timed(codec.decode, encoded.data)
                             row.setdefault(f"{kind}_full_decode_s", []).append(t_full)
     out = {}
     for level, row in rows.items():
@@ -93,8 +93,8 @@ def table(results: dict, packets: int) -> str:
         )
     lines.append("")
     lines.append(f"With {packets} packets: " + ", ".join(
-        f"level {level} saves {100 * r['packets_saving']:.1f} % (packetizing costs {100 * r['packets_cost']:.1f} % over the plain context file)"
-        for level, r in sorted(results.items(), key=lambda kv: -int(kv[0])) if "packets_saving" in r))
+        f"level {level} saves {100 * r['packets_saving']:.1f} % (packetizing costs {100 * r['packets_cost']:.1f} % "
+        "over the plain context file)" for level, r in sorted(results.items(), key=lambda kv: -int(kv[0]))))
     full = [(level, r) for level, r in results.items() if "context_full_decode_s" in r]
     for level, r in full:
         lines.append(f"Whole decode at level {level}: static {r['static_full_decode_s']:.2f} s, context "

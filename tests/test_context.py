@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from vqcodec.codec import container, payload
-from vqcodec.entropy import context as ctx
 from vqcodec.entropy import ContextTables
+from vqcodec.entropy import context as ctx
 from vqcodec.errors import ModelMismatchError, VQCodecError, WeightsError
 from vqcodec.models.context import ContextConfig, ContextModel
 from vqcodec.testing.fuzz import tiny_codec
@@ -69,6 +69,8 @@ def test_parts_decode_alone(coder):
     for k in (0, 2, 4):
         assert ok[k] and np.array_equal(decoded[parts == k], grid[parts == k])
     assert not ok[1] and (decoded[parts == 1] == 0).all()
+    decoded, ok = coder.decode([b"\xff" * 9, None, b"", b"\x00\x01", None], parts)  # none decodes: still no crash
+    assert decoded.shape == grid.shape and len(ok) == 5
 
 
 def test_codec_files_round_trip_with_lost_packets(codec):

@@ -15,8 +15,10 @@ PATH = registry.embedded_path(SPEC.filename)
 def test_embedded_weights_match_registry():
     assert PATH.is_file(), f"{PATH} missing"
     assert registry.sha256_file(PATH) == SPEC.sha256
-    companions = [registry.embedded_path(f) for f in (SPEC.restorer_filename, SPEC.realism_filename)]
+    names = (SPEC.restorer_filename, SPEC.realism_filename, SPEC.context_filename)
+    companions = [registry.embedded_path(f) for f in names]
     assert registry.sha256_file(companions[1]) == SPEC.realism_sha256
+    assert registry.sha256_file(companions[2]) == SPEC.context_sha256
     assert sum(p.stat().st_size for p in [PATH, *companions]) < 40 * 2**20  # the embedded model's budget
 
 
@@ -37,10 +39,12 @@ def test_default_model_round_trip_every_level(photo):
     img = np.tile(photo, (2, 2, 1))[:64, :96]
     sizes = {}
     for level in codec.levels:
+        static = codec.encode(img, level=level, entropy="static").data
+        assert container.read_header(static).entropy_model == 1  # every shipped level has a measured prior
         data = codec.encode(img, level=level).data
-        assert container.read_header(data).entropy_model == 1  # every shipped level has a measured prior
+        assert container.read_header(data).entropy_model == 2  # and a context model, used by default
         out = np.asarray(codec.decode(data), dtype=np.float64)
-        assert out.shape == img.shape
+        assert out.shape == img.shape and np.array_equal(out, np.asarray(codec.decode(static), dtype=np.float64))
         sizes[level] = len(data)
         # a trained model reproduces a smooth image far better than a constant grey would
         assert np.abs(out - img).mean() < np.abs(128.0 - img).mean()

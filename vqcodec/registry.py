@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .entropy.context import ContextTables
 from .errors import ModelMismatchError, WeightsError
 from .fileio import download as download_file
 from .fileio import sha256_file
-from .entropy.context import ContextTables
 from .models.realism import DecoderBlend
 from .models.restorer import IndexRestorer
 from .weights import LoadedModel, load_context, load_model, load_realism, load_restorer

@@ -10,7 +10,6 @@ those that fill at least :data:`FILL` of the budget, the one whose decode is clo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,14 +48,18 @@ def budget_bytes(width: int, height: int, bpp: float | None = None, max_bytes: i
     return min(limits)
 
 
-def _largest_fitting(pack: Callable[[int], EncodedImage], levels: list[int], budget: int) -> EncodedImage | None:
-    """The file of the largest level within ``budget``, by bisection over the ascending ``levels``
+def _largest_fitting(
+    codec: Codec, grids: dict, image_size: tuple[int, int], coded: tuple[int, int], budget: int,
+    packets: int | None, packet_bytes: int | None, entropy: str,
+) -> EncodedImage | None:
+    """The file of the largest level of ``grids`` within ``budget``, by bisection over the levels
     (a file grows with its level): a few encodes instead of one per level, which matters when each
     is a context-model pass. Whatever it returns fits."""
+    levels = sorted(grids)
     lo, hi, best = 0, len(levels) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        file = pack(levels[mid])
+        file = codec.pack(grids[levels[mid]][0].numpy(), levels[mid], image_size, coded, packets, packet_bytes, entropy)
         if len(file.data) <= budget:
             best, lo = file, mid + 1
         else:
@@ -78,8 +81,7 @@ def encode_within(
             continue
         sizes_done.add(size)
         grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), codec.levels)
-        best = _largest_fitting(lambda level: codec.pack(grids[level][0].numpy(), level, (width, height), size, packets,
-                                                         packet_bytes, entropy), sorted(grids), budget)
+        best = _largest_fitting(codec, grids, (width, height), size, budget, packets, packet_bytes, entropy)
         if best is not None:
             candidates.append(best)
             if len(candidates[-1].data) < FILL * budget and any(len(c.data) >= FILL * budget for c in candidates):

@@ -27,7 +27,6 @@ import constriction
 import numpy as np
 import torch
 
-
 STAGE_OF_PHASE = np.array([[0, 4, 2, 4], [4, 3, 4, 3], [2, 4, 1, 4], [4, 3, 4, 3]])
 N_STAGES = 5
 UNIT = 1 / 32  # the input embedding's grid step (training only)
@@ -234,11 +233,10 @@ class ContextCoder:
                 words = np.frombuffer(p + b"\0" * (-len(p) % 4), dtype="<u4").astype(np.uint32)
                 decoders[k] = constriction.stream.queue.RangeDecoder(words)
         for members in self._batches(len(payloads), shape):
-            members = [k for k in members if ok[k]]
-            if not members:
-                continue
             for stage in range(N_STAGES):
                 members = [k for k in members if ok[k]]
+                if not members:
+                    break
                 for k, where, freq in self._stage_frequencies(grid, parts, members, stage, stages):
                     if not len(freq):
                         continue
