@@ -40,7 +40,10 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def measure(codec: Codec, files: list[Path], scale: float, levels: list[int], packets: int, decode_level: int) -> dict:
+def measure(
+    codec: Codec, files: list[Path], scale: float, levels: list[int], packets: int, packet_levels: list[int],
+    decode_level: int,
+) -> dict:
     rows: dict[int, dict[str, list[float]]] = {level: {} for level in levels}
     for path in tqdm(files, desc="photos", unit="img"):
         image = np.asarray(load_image(path))
@@ -52,7 +55,7 @@ def measure(codec: Codec, files: list[Path], scale: float, levels: list[int], pa
             grid = grids[level][0].numpy()
             row = rows[level]
             for kind in KINDS:
-                for label, count in (("", None), ("packets_", packets)):
+                for label, count in (("", None), ("packets_", packets))[: 2 if level in packet_levels else 1]:
                     encoded, t_enc = _timed(codec.pack, grid, level, (width, height), size, count, entropy=kind)
                     stream = container.read(encoded.data)
                     model = codec.check_compatible(stream.header)
@@ -72,8 +75,9 @@ def measure(codec: Codec, files: list[Path], scale: float, levels: list[int], pa
         pixels = sum(row["pixels"])
         summary = {f"{kind}_bpp": 8 * sum(row[f"{kind}_bytes"]) / pixels for kind in KINDS}
         summary["saving"] = 1 - sum(row["context_bytes"]) / sum(row["static_bytes"])
-        summary["packets_saving"] = 1 - sum(row["packets_context_bytes"]) / sum(row["packets_static_bytes"])
-        summary["packets_cost"] = sum(row["packets_context_bytes"]) / sum(row["context_bytes"]) - 1
+        if "packets_context_bytes" in row:
+            summary["packets_saving"] = 1 - sum(row["packets_context_bytes"]) / sum(row["packets_static_bytes"])
+            summary["packets_cost"] = sum(row["packets_context_bytes"]) / sum(row["context_bytes"]) - 1
         for key in [k for k in row if k.endswith("_s")]:
             summary[key] = statistics.median(row[key])
         out[level] = summary
@@ -94,7 +98,8 @@ def table(results: dict, packets: int) -> str:
     lines.append("")
     lines.append(f"With {packets} packets: " + ", ".join(
         f"level {level} saves {100 * r['packets_saving']:.1f} % (packetizing costs {100 * r['packets_cost']:.1f} % "
-        "over the plain context file)" for level, r in sorted(results.items(), key=lambda kv: -int(kv[0]))))
+        "over the plain context file)" for level, r in sorted(results.items(), key=lambda kv: -int(kv[0]))
+        if "packets_saving" in r))
     full = [(level, r) for level, r in results.items() if "context_full_decode_s" in r]
     for level, r in full:
         lines.append(f"Whole decode at level {level}: static {r['static_full_decode_s']:.2f} s, context "
@@ -110,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="code the photos at this fraction of their size")
     p.add_argument("--levels", help="comma-separated levels (default: all)")
     p.add_argument("--packets", type=int, default=16, help="packet count for the packetization cost")
+    p.add_argument("--packet-levels", default="1024", help="levels whose packetized files are measured too")
     p.add_argument("--decode-level", type=int, default=1024, help="level whose whole decode is timed")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--device", default="cpu")
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the model has no context model (train one with scripts/train_context.py)")
     levels = [int(x) for x in args.levels.split(",")] if args.levels else codec.levels
     files = list_images(args.data)[: args.limit]
-    results = measure(codec, files, args.scale, levels, args.packets, args.decode_level)
+    packet_levels = [int(x) for x in args.packet_levels.split(",")]
+    results = measure(codec, files, args.scale, levels, args.packets, packet_levels, args.decode_level)
     print(table(results, args.packets))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

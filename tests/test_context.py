@@ -272,8 +272,8 @@ def test_evaluate_entropy_script_reports_lossless_savings(tmp_path, tiny_model_p
                  ContextConfig())
     photos = _photos(tmp_path / "photos")
     out = tmp_path / "entropy.json"
-    args = [str(photos), "--model", str(tiny_model_path), "--levels", "16,64", "--packets", "3", "--decode-level", "16",
-            "--threads", "1", "--out", str(out)]
+    args = [str(photos), "--model", str(tiny_model_path), "--levels", "16,64", "--packets", "3", "--packet-levels", "16",
+            "--decode-level", "16", "--threads", "1", "--out", str(out)]
     assert load_script("evaluate_entropy").main(args) == 0
     results = json.loads(out.read_text())["levels"]
     assert set(results) == {"16", "64"} and results["16"]["context_full_decode_s"] > 0

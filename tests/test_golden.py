@@ -103,15 +103,23 @@ def golden_photo() -> np.ndarray:
     return np.asarray(Image.fromarray(golden_image()).resize((140, 90), Image.BICUBIC))
 
 
+SHIPPED_FILES = {
+    "f16-1024": (1024, {"entropy": "static"}),
+    "f16-64-packets": (64, {"entropy": "static", "packets": 7}),
+    "f16-1024-context": (1024, {"entropy": "context"}),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name, level, options", [("f16-1024", 1024, {}), ("f16-64-packets", 64, {"packets": 7})])
-def test_shipped_model_files_are_pinned(name, level, options):
+@pytest.mark.parametrize("name", SHIPPED_FILES)
+def test_shipped_model_files_are_pinned(name):
     """Files of the shipped model: the same bytes from the encoder, the same picture from its own
     decoder (R=1 of the fidelity–realism knob)."""
     shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
     data = (GOLDEN / f"{name}.vqc").read_bytes()
-    assert shipped.encode(golden_photo(), level=level, entropy="static", **options).data == data
-    if name == "f16-1024":
+    level, options = SHIPPED_FILES[name]
+    assert shipped.encode(golden_photo(), level=level, **options).data == data
+    if name.startswith("f16-1024"):
         decoded = np.asarray(shipped.decode(data, realism=1.0), dtype=np.int16)
         expected = np.asarray(Image.open(GOLDEN / "f16-1024.png"), dtype=np.int16)
         assert np.abs(decoded - expected).max() <= 1
@@ -136,9 +144,10 @@ def _write() -> None:
     np.save(GOLDEN / "indices.npy", payload.read(stream, codec.entropy.for_level(16)).indices)
     codec.decode(plain).save(GOLDEN / "decoded.png")
     shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
-    f16 = shipped.encode(golden_photo(), level=1024, entropy="static").data
-    (GOLDEN / "f16-1024.vqc").write_bytes(f16)
-    (GOLDEN / "f16-64-packets.vqc").write_bytes(shipped.encode(golden_photo(), level=64, packets=7, entropy="static").data)
+    for name in ("f16-1024", "f16-64-packets"):
+        level, options = SHIPPED_FILES[name]
+        (GOLDEN / f"{name}.vqc").write_bytes(shipped.encode(golden_photo(), level=level, **options).data)
+    f16 = (GOLDEN / "f16-1024.vqc").read_bytes()
     shipped.decode(f16, realism=1.0).save(GOLDEN / "f16-1024.png")
 
 
@@ -154,6 +163,9 @@ def _write_context() -> None:
         (GOLDEN / f"{name}.vqc").write_bytes(codec.encode(golden_image(), level=16, **TINY_FILES[name]).data)
     grid = np.load(GOLDEN / "indices.npy")
     (GOLDEN / "context-payload.bin").write_bytes(codec.entropy.for_level(16, "context").encode(grid)[0])
+    shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
+    level, options = SHIPPED_FILES["f16-1024-context"]
+    (GOLDEN / "f16-1024-context.vqc").write_bytes(shipped.encode(golden_photo(), level=level, **options).data)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ REGISTRY: dict[str, ModelSpec] = {
             restorer_sha256="ab5487ee2cd07d14b4bb95fad68cf1be55ce5572effca91863fea10ffccfb1a7",
             realism_filename="vqcodec-f16.realism.safetensors",
             realism_sha256="1e7ef89683689de8ad7cc2c5a00790a1eb8aacdb748216096c2b92b35b174de1",
+            context_filename="vqcodec-f16.context.safetensors",
+            context_sha256="5c47aba0b2c79d3487f01836c9e28d86283627668265a51addcb41568040aa3c",
         ),
         ModelSpec(
             name="vqgan_imagenet_f16_1024",

@@ -17,9 +17,9 @@ and optionally ``realism.<key>`` for every decoder parameter, with metadata
 ``vqcodec_realism_config`` and ``vqcodec_model_fingerprint``. It sits beside the model instead of in
 it, so adding or retraining decoders keeps the model's fingerprint, and every existing file decodes.
 
-A context file (the integer tables of :mod:`vqcodec.entropy.context`) holds those int32 tables
-with metadata ``vqcodec_context_config`` (the training-form config, for reference) and
-``vqcodec_model_fingerprint``. Files coded with it name it by its own fingerprint
+A context file (the integer tables of :mod:`vqcodec.entropy.context`) holds those tables, each as
+int8, int16 or int32 (the narrowest that holds it), with metadata ``vqcodec_context_config`` (the
+training-form config, for reference) and ``vqcodec_model_fingerprint``. Files coded with it name it by its own fingerprint
 (:attr:`ContextTables.fingerprint`), so a retrained one is refused by name, never misread.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
@@ -219,14 +220,23 @@ def load_realism(path: str | Path, loaded: LoadedModel) -> DecoderBlend:
 
 
 def save_context(path: str | Path, tables: ContextTables, model_fingerprint: bytes, config: ContextConfig) -> None:
-    """Write a context model's integer tables bound to its model's fingerprint, atomically."""
-    tensors = {k: torch.from_numpy(v) for k, v in tables.arrays.items()}
+    """Write a context model's integer tables bound to its model's fingerprint, atomically, each in
+    the narrowest integer type that holds it (the tables' fingerprint does not depend on it)."""
+    tensors = {k: torch.from_numpy(_narrowest(v)) for k, v in tables.arrays.items()}
     metadata = {
         "vqcodec_format": FORMAT,
         "vqcodec_context_config": config.to_json(),
         "vqcodec_model_fingerprint": model_fingerprint.hex(),
     }
     atomic_write(path, save(tensors, metadata=metadata), force=True)
+
+
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    for dtype in (np.int8, np.int16):
+        info = np.iinfo(dtype)
+        if a.size == 0 or (a.min() >= info.min and a.max() <= info.max):
+            return a.astype(dtype)
+    return a
 
 
 def load_context(path: str | Path, model_fingerprint: bytes | None = None) -> ContextTables:
@@ -236,8 +246,8 @@ def load_context(path: str | Path, model_fingerprint: bytes | None = None) -> Co
     if "vqcodec_context_config" not in meta:
         raise WeightsError(f"{path} is not a vqcodec context file (no vqcodec_context_config metadata)")
     _check_bound(path, meta, model_fingerprint, "retrain it with scripts/train_context.py")
-    if any(v.dtype != torch.int32 for v in tensors.values()):
-        raise WeightsError(f"{path}: context tables must be int32")
+    if any(v.dtype not in (torch.int8, torch.int16, torch.int32) for v in tensors.values()):
+        raise WeightsError(f"{path}: context tables must be integers of at most 32 bits")
     try:
         return ContextTables({k: v.numpy() for k, v in tensors.items()})
     except ValueError as exc:
