@@ -25,6 +25,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _readme import replace_block  # noqa: E402
+
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec import container, payload  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image, resample  # noqa: E402
@@ -54,6 +56,7 @@ def measure(
         for level in levels:
             grid = grids[level][0].numpy()
             row = rows[level]
+            row.setdefault("pixels", []).append(width * height)
             for kind in KINDS:
                 for label, count in (("", None), ("packets_", packets))[: 2 if level in packet_levels else 1]:
                     encoded, t_enc = _timed(codec.pack, grid, level, (width, height), size, count, entropy=kind)
@@ -66,7 +69,6 @@ def measure(
                     if not label:
                         row.setdefault(f"{kind}_encode_s", []).append(t_enc)
                         row.setdefault(f"{kind}_decode_s", []).append(t_dec)
-                        row.setdefault("pixels", []).append(width * height)
                         if level == decode_level:
                             _, t_full = _timed(codec.decode, encoded.data)
                             row.setdefault(f"{kind}_full_decode_s", []).append(t_full)
@@ -92,18 +94,19 @@ def table(results: dict, packets: int) -> str:
     for level, r in sorted(results.items(), key=lambda kv: -int(kv[0])):
         lines.append(
             f"| {level} | {r['static_bpp']:.4f} | {r['context_bpp']:.4f} | {100 * r['saving']:.1f} % | "
-            f"{1000 * r['static_encode_s']:.0f} / {1000 * r['context_encode_s']:.0f} ms | "
-            f"{1000 * r['static_decode_s']:.0f} / {1000 * r['context_decode_s']:.0f} ms |"
+            f"{1000 * r['static_encode_s']:.1f} / {1000 * r['context_encode_s']:.0f} ms | "
+            f"{1000 * r['static_decode_s']:.1f} / {1000 * r['context_decode_s']:.0f} ms |"
         )
     lines.append("")
-    lines.append(f"With {packets} packets: " + ", ".join(
+    lines.append(f"- With {packets} packets (each coded from its own positions): " + ", ".join(
         f"level {level} saves {100 * r['packets_saving']:.1f} % (packetizing costs {100 * r['packets_cost']:.1f} % "
         "over the plain context file)" for level, r in sorted(results.items(), key=lambda kv: -int(kv[0]))
         if "packets_saving" in r))
     full = [(level, r) for level, r in results.items() if "context_full_decode_s" in r]
     for level, r in full:
-        lines.append(f"Whole decode at level {level}: static {r['static_full_decode_s']:.2f} s, context "
-                     f"{r['context_full_decode_s']:.2f} s ({r['context_full_decode_s'] / r['static_full_decode_s']:.2f}x), median.")
+        lines.append(f"- Whole decode at level {level}: static {r['static_full_decode_s']:.2f} s, context "
+                     f"{r['context_full_decode_s']:.2f} s ({r['context_full_decode_s'] / r['static_full_decode_s']:.2f}x), "
+                     "median per photo.")
     return "\n".join(lines)
 
 
@@ -121,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="JSON file for the results")
+    p.add_argument("--readme", help="Markdown file whose block results:entropy-<name> gets the table")
+    p.add_argument("--name", help="data set name for --readme (default: the folder's name)")
+    p.add_argument("--from-json", help="skip measuring: print (and --readme) the table of this earlier --out")
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        _publish(saved, args)
+        return 0
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(args.model, device=args.device, context=args.context or True)
     if codec.entropy.context is None:
@@ -130,12 +140,24 @@ def main(argv: list[str] | None = None) -> int:
     files = list_images(args.data)[: args.limit]
     packet_levels = [int(x) for x in args.packet_levels.split(",")]
     results = measure(codec, files, args.scale, levels, args.packets, packet_levels, args.decode_level)
-    print(table(results, args.packets))
+    saved = {"data": args.data, "scale": args.scale, "photos": len(files), "threads": args.threads,
+             "device": args.device, "packets": args.packets, "levels": results}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"data": args.data, "scale": args.scale, "photos": len(files),
-                                              "threads": args.threads, "device": args.device, "levels": results}, indent=1))
+        Path(args.out).write_text(json.dumps(saved, indent=1))
+    _publish(saved, args)
     return 0
+
+
+def _publish(saved: dict, args: argparse.Namespace) -> None:
+    text = table(saved["levels"], saved["packets"])
+    print(text)
+    if args.readme:
+        name = args.name or Path(saved["data"]).name
+        scale = f", coded at scale {saved['scale']:g}" if saved["scale"] != 1 else ""
+        command = f"`python scripts/evaluate_entropy.py {saved['data']}" + (f" --scale {saved['scale']:g}" if scale else "") + "`"
+        head = f"{name} ({saved['photos']} photos{scale}; {saved['threads']} threads on {saved['device']}): {command}\n\n"
+        replace_block(args.readme, f"entropy-{name}", head + text + "\n")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ def test_static_files_still_decode_and_context_needs_its_tables(codec, tiny_mode
     assert container.read(static).header.version == 1
     context = codec.encode(image, level=16).data  # auto: the context model when loaded
     assert container.read(context).header.entropy_model == container.CONTEXT_ENTROPY_ID
+    packetized = codec.encode(image, level=16, packets=3).data  # auto: the static prior for packets
+    assert container.read(packetized).header.entropy_model == 1
     plain = tiny_codec(context=False)
     assert plain.decode(static).size == (30, 20)
     with pytest.raises(ModelMismatchError, match="context model"):

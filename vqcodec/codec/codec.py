@@ -190,7 +190,7 @@ class Codec:
         ``packets`` (a count) or ``packet_bytes`` (a payload size to stay under) gives a packetized
         file whose packets decode independently; otherwise the file is one plain payload.
         ``entropy``: "context" (the context model), "static" (the level's static prior) or "auto"
-        (the context model when one is loaded).
+        (the context model for a plain file when one is loaded, the static prior for a packetized one).
         """
         arr = as_rgb_array(image, self.max_pixels)
         height, width = arr.shape[:2]
@@ -211,7 +211,7 @@ class Codec:
         packets: int | None = None, packet_bytes: int | None = None, entropy: str = "auto",
     ) -> EncodedImage:
         """The file of a ``level`` index grid that codes an image of ``size`` resized to ``coded``."""
-        model = self.entropy.for_level(level, entropy)
+        model = self.entropy.for_level(level, entropy, packetized=packets is not None or packet_bytes is not None)
         header = container.Header(
             model_id=self.model_id, fingerprint=self.fingerprint, level=level, width=size[0], height=size[1],
             grid_width=indices.shape[1], grid_height=indices.shape[0], factor=self.factor, entropy_model=model.id,

@@ -23,7 +23,7 @@ STATIC_PRIOR = 1  #: the level's measured code frequencies
 CONTEXT = 2  #: the integer context model the header names by fingerprint (vqcodec.entropy.context)
 
 NAMES: dict[int, str] = {UNIFORM: "uniform", STATIC_PRIOR: "static prior", CONTEXT: "context model"}
-CHOICES = ("auto", "static", "context")  #: what an encoder may ask for; "auto": context when loaded
+CHOICES = ("auto", "static", "context")  #: what an encoder may ask for (see LevelEntropy.for_level)
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,14 @@ class LevelEntropy:
     def has_context(self, level: int) -> bool:
         return self.context is not None and level in self.context.levels
 
-    def for_level(self, level: int, kind: str = "auto") -> EntropyModel:
-        """The model an encoder uses for ``level``: ``kind`` is one of :data:`CHOICES`."""
+    def for_level(self, level: int, kind: str = "auto", packetized: bool = False) -> EntropyModel:
+        """The model an encoder uses for ``level``: ``kind`` is one of :data:`CHOICES`. "auto" is the
+        context model for a plain file when one is loaded, and the static prior for a packetized
+        file: each packet sees only its own, scattered positions, so the context model saved under
+        1 % there (docs/evaluation.md) while costing one pass per packet."""
         if kind not in CHOICES:
             raise VQCodecError(f"unknown entropy model {kind!r}; choose from {', '.join(CHOICES)}")
-        if kind == "static" or (kind == "auto" and not self.has_context(level)):
+        if kind == "static" or (kind == "auto" and (packetized or not self.has_context(level))):
             return self._static(level)
         if not self.has_context(level):
             raise VQCodecError(f"no context model is loaded for level {level} (use the static prior, or train one)")
