@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
 
 from _readme import replace_block  # noqa: E402
 

@@ -280,3 +280,26 @@ def test_evaluate_entropy_script_reports_lossless_savings(tmp_path, tiny_model_p
     results = json.loads(out.read_text())["levels"]
     assert set(results) == {"16", "64"} and results["16"]["context_full_decode_s"] > 0
     assert "| 64 |" in capsys.readouterr().out
+
+
+def test_cli_entropy_choice_and_info(tmp_path, tiny_model_path, capsys):
+    from PIL import Image
+
+    from vqcodec.cli import main
+    from vqcodec.weights import load_model
+
+    model = ["--model", str(tiny_model_path)]
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 57, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "c.vqc"), "--entropy", "context", *model]) == 1
+    assert "no context model" in capsys.readouterr().err  # none beside this model yet
+    loaded = load_model(tiny_model_path)
+    tables = tiny_context(loaded.model)
+    save_context(tiny_model_path.with_suffix(".context.safetensors"), tables, loaded.fingerprint, ContextConfig())
+    for kind in ("static", "context"):
+        assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / f"{kind}.vqc"), "--entropy", kind, *model]) == 0
+        assert main(["decode", str(tmp_path / f"{kind}.vqc"), "-o", str(tmp_path / f"{kind}.png"), *model]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "static.png")), np.asarray(Image.open(tmp_path / "context.png")))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "context.vqc")]) == 0
+    out = capsys.readouterr().out
+    assert "context model (id 2)" in out and tables.fingerprint.hex() in out and "version 3" in out

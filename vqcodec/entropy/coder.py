@@ -19,6 +19,17 @@ def _model(prior: StaticPrior) -> constriction.stream.model.Categorical:
     return constriction.stream.model.Categorical(prior.probabilities(), perfect=False)
 
 
+def finish(encoder: constriction.stream.queue.RangeEncoder) -> bytes:
+    """An encoder's words as payload bytes: little-endian, trailing zero bytes dropped."""
+    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\0")
+
+
+def decoder_for(data: bytes) -> constriction.stream.queue.RangeDecoder:
+    """A decoder over payload bytes (zero bytes padded back to whole words)."""
+    padded = data + b"\0" * (-len(data) % 4)
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype="<u4").astype(np.uint32))
+
+
 def encode_symbols(symbols: np.ndarray, prior: StaticPrior) -> bytes:
     """Symbols (any shape, values in ``[0, prior.size)``) → bytes."""
     flat = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)
@@ -29,19 +40,15 @@ def encode_symbols(symbols: np.ndarray, prior: StaticPrior) -> bytes:
     encoder = constriction.stream.queue.RangeEncoder()
     if flat.size:
         encoder.encode(flat, _model(prior))
-    words = encoder.get_compressed().astype("<u4")
-    return words.tobytes().rstrip(b"\0")
+    return finish(encoder)
 
 
 def decode_symbols(data: bytes, count: int, prior: StaticPrior) -> np.ndarray:
     """Bytes → ``int64[count]``. Raises :class:`BitstreamError` if the stream cannot be decoded."""
     if count == 0 or prior.size == 1:
         return np.zeros(count, dtype=np.int64)
-    padded = data + b"\0" * (-len(data) % 4)
-    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
     try:
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        out = decoder.decode(_model(prior), count)
+        out = decoder_for(data).decode(_model(prior), count)
     except Exception as exc:  # constriction reports bad data with assorted built-in exceptions
         raise BitstreamError(f"entropy-coded payload is invalid: {exc}") from None
     return np.asarray(out, dtype=np.int64)

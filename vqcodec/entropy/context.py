@@ -20,12 +20,15 @@ This module knows nothing of networks: it computes with the integer tables that
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 import constriction
 import numpy as np
 import torch
+
+from .coder import decoder_for, finish
 
 STAGE_OF_PHASE = np.array([[0, 4, 2, 4], [4, 3, 4, 3], [2, 4, 1, 4], [4, 3, 4, 3]])
 N_STAGES = 5
@@ -187,7 +190,9 @@ class ContextCoder:
         self.tables = tables
         self.level = level
 
-    def _stage_frequencies(self, grid: torch.Tensor, parts: np.ndarray, members: list[int], stage: int, stages: np.ndarray):
+    def _stage_frequencies(
+        self, grid: torch.Tensor, parts: np.ndarray, members: list[int], stage: int, stages: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """For each part in ``members``: the positions of ``stage`` (row-major) and their
         frequencies, computed from the part's positions of earlier stages in ``grid``."""
         own = torch.from_numpy(np.stack([parts == k for k in members]))
@@ -218,7 +223,7 @@ class ContextCoder:
                     if len(freq):
                         symbols = np.ascontiguousarray(grid[where], dtype=np.int32)
                         encoders[k].encode(symbols, _FAMILY, _probabilities(freq))
-        return [e.get_compressed().astype("<u4").tobytes().rstrip(b"\0") for e in encoders]
+        return [finish(e) for e in encoders]
 
     def decode(self, payloads: list[bytes | None], parts: np.ndarray) -> tuple[np.ndarray, list[bool]]:
         """``(grid int64 [h,w], decoded?)`` from each part's payload (None: missing). Positions of a
@@ -229,9 +234,12 @@ class ContextCoder:
         ok = [p is not None for p in payloads]
         decoders = {}
         for k, p in enumerate(payloads):
-            if p is not None:
-                words = np.frombuffer(p + b"\0" * (-len(p) % 4), dtype="<u4").astype(np.uint32)
-                decoders[k] = constriction.stream.queue.RangeDecoder(words)
+            if p is None:
+                continue
+            try:
+                decoders[k] = decoder_for(p)
+            except Exception:  # as in decode below: any constriction complaint means an undecodable part
+                ok[k] = False
         for members in self._batches(len(payloads), shape):
             for stage in range(N_STAGES):
                 members = [k for k in members if ok[k]]
