@@ -8,7 +8,7 @@ out and only used to report the real payload savings against the static prior.
 Example (how the default context model was trained; rerunning resumes from runs/context/last.pt):
     python scripts/train_context.py --model vqcodec/assets/vqcodec-f16.safetensors \\
         --data ../shared/data/train:1,0.5 --data ../shared/data/train_hr:0.5,0.25 \\
-        --out runs/context --steps 3000 --threads 2
+        --out runs/context --max-minutes 60 --threads 2
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="FOLDER[:SCALES]: training photos (never Kodak/CLIC) and the scales to code them at")
     p.add_argument("--out", required=True, help="run folder: grid caches, last.pt, log")
     p.add_argument("--export", help="file to write (default: <model>.context.safetensors beside the model)")
-    p.add_argument("--steps", type=int, default=3000, help="planned length: the learning rate decays to 5 %% by then")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop", type=int, default=16, help="grid crop size (a multiple of 4)")
+    p.add_argument("--steps", type=int, default=4000, help="planned length: the learning rate decays to 5 %% by then")
+    p.add_argument("--batch-size", type=int, default=24)
+    p.add_argument("--crop", type=int, default=20, help="grid crop size (a multiple of 4)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--embed", type=int, default=24)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--dilations", default="1,2,2,1", help="one 3x3 layer per entry")
+    p.add_argument("--dilations", default="1,2,4,2,1", help="one 3x3 layer per entry")
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--measure-images", type=int, default=20, help="held-out photos per level for the byte report")
     p.add_argument("--threads", type=int)

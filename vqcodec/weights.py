@@ -165,10 +165,7 @@ def save_restorer(path: str | Path, restorer: IndexRestorer, model_fingerprint: 
 def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> IndexRestorer:
     """Load a restorer; refuse one trained for other weights than ``model_fingerprint``."""
     path = Path(path)
-    meta, tensors = _read_safetensors(path, "restorer")
-    if "vqcodec_restorer_config" not in meta:
-        raise WeightsError(f"{path} is not a vqcodec restorer file (no vqcodec_restorer_config metadata)")
-    _check_bound(path, meta, model_fingerprint, "retrain it with scripts/train_restorer.py")
+    meta, tensors = _read_companion(path, "restorer", model_fingerprint, "retrain it with scripts/train_restorer.py")
     try:
         with torch.device("meta"):  # memory comes from the file, not from what its config asks for
             restorer = IndexRestorer(RestorerConfig.from_json(meta["vqcodec_restorer_config"]))
@@ -176,6 +173,18 @@ def load_restorer(path: str | Path, model_fingerprint: bytes | None = None) -> I
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise WeightsError(f"{path}: weights do not match their config: {exc}") from None
     return restorer.eval()
+
+
+def _read_companion(
+    path: Path, kind: str, model_fingerprint: bytes | None, retrain: str
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a ``kind`` file that sits beside a model ("restorer", "realism",
+    "context"): refused unless it has its config and was made for ``model_fingerprint``."""
+    meta, tensors = _read_safetensors(path, kind)
+    if f"vqcodec_{kind}_config" not in meta:
+        raise WeightsError(f"{path} is not a vqcodec {kind} file (no vqcodec_{kind}_config metadata)")
+    _check_bound(path, meta, model_fingerprint, retrain)
+    return meta, tensors
 
 
 def _check_bound(path: Path, meta: dict[str, str], model_fingerprint: bytes | None, retrain: str) -> None:
@@ -202,10 +211,7 @@ def save_realism(path: str | Path, blend: DecoderBlend, model_fingerprint: bytes
 def load_realism(path: str | Path, loaded: LoadedModel) -> DecoderBlend:
     """Load the decoder endpoints for ``loaded``; refuse those fine-tuned from other weights."""
     path = Path(path)
-    meta, tensors = _read_safetensors(path, "realism")
-    if "vqcodec_realism_config" not in meta:
-        raise WeightsError(f"{path} is not a vqcodec realism file (no vqcodec_realism_config metadata)")
-    _check_bound(path, meta, loaded.fingerprint, "rebuild it with scripts/build_realism.py")
+    meta, tensors = _read_companion(path, "realism", loaded.fingerprint, "rebuild it with scripts/build_realism.py")
     ends: dict[str, dict[str, torch.Tensor]] = {"fidelity": {}, "realism": {}}
     for key, value in tensors.items():
         end, _, name = key.partition(".")
@@ -242,10 +248,7 @@ def _narrowest(a: np.ndarray) -> np.ndarray:
 def load_context(path: str | Path, model_fingerprint: bytes | None = None) -> ContextTables:
     """Load a context model's tables; refuse one trained for other weights than ``model_fingerprint``."""
     path = Path(path)
-    meta, tensors = _read_safetensors(path, "context")
-    if "vqcodec_context_config" not in meta:
-        raise WeightsError(f"{path} is not a vqcodec context file (no vqcodec_context_config metadata)")
-    _check_bound(path, meta, model_fingerprint, "retrain it with scripts/train_context.py")
+    meta, tensors = _read_companion(path, "context", model_fingerprint, "retrain it with scripts/train_context.py")
     if any(v.dtype not in (torch.int8, torch.int16, torch.int32) for v in tensors.values()):
         raise WeightsError(f"{path}: context tables must be integers of at most 32 bits")
     try:

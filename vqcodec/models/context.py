@@ -28,7 +28,7 @@ class ContextConfig:
     code_dim: int = 32  # the VQGAN's codebook vector size
     embed: int = 24  # input channels per position (plus one known-flag channel)
     width: int = 64
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 2, 1])  # one 3x3 layer each
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 2, 1])  # one 3x3 layer each
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class ContextTrainConfig:
     out: str
-    steps: int = 3000
-    batch_size: int = 16
-    crop: int = 16  # grid positions; a multiple of 4
+    steps: int = 4000
+    batch_size: int = 24
+    crop: int = 20  # grid positions; a multiple of 4
     lr: float = 2e-3
     warmup: int = 100
     packet_share: float = 0.15  # share of crops coded as one packet of a packetized file
