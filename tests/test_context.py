@@ -40,6 +40,12 @@ def coder(codec):
     return codec.entropy.for_level(64, "context")
 
 
+def test_the_container_and_the_entropy_registry_agree_on_the_id():
+    from vqcodec.entropy import CONTEXT, NAMES
+
+    assert container.CONTEXT_ENTROPY_ID == CONTEXT and NAMES[CONTEXT] == "context model"
+
+
 def test_exp_table_is_built_exactly():
     assert ctx.EXP[0] == 1 << ctx.PROB_BITS and ctx.EXP[-1] == 1 and (np.diff(ctx.EXP) <= 0).all()
     assert abs(ctx.EXP[16] / ctx.EXP[0] - math.exp(-1)) < 1e-4  # 16 score units are one nat
