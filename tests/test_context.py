@@ -177,16 +177,20 @@ def test_bytes_are_the_same_in_other_processes_and_thread_counts(coder):
 def test_gpu_computes_the_same_frequencies(coder):
     tables = coder.context.tables
     grid = torch.from_numpy(structured_grid())[None]
-    known = torch.from_numpy(ctx.stage_map(*grid.shape[1:]) < 3)[None]
-    cpu = tables.features(grid, known, 64)
-    moved = ContextTables(tables.arrays)
-    for layer in moved.layers:
-        for name in ("weight", "bias", "mult"):
-            object.__setattr__(layer, name, getattr(layer, name).cuda())
-    for lv in moved.levels.values():
-        object.__setattr__(lv, "embed", lv.embed.cuda())
-    gpu = moved.features(grid.cuda(), known.cuda(), 64).cpu()
-    assert torch.equal(cpu, gpu)
+    for stage in range(ctx.N_STAGES):
+        known = torch.from_numpy(ctx.stage_map(*grid.shape[1:]) < stage)[None]
+        cpu = tables.features(grid, known, 64)
+        gpu = tables.to("cuda").features(grid.cuda(), known.cuda(), 64)
+        assert torch.equal(cpu, gpu.cpu())
+        assert np.array_equal(tables.frequencies(cpu[0].flatten(1).t(), 64),
+                              tables.to("cuda").frequencies(gpu[0].flatten(1).t(), 64))
+
+
+def test_tables_move_between_devices_unchanged(coder):
+    tables = coder.context.tables
+    grid = torch.from_numpy(structured_grid())[None]
+    known = torch.from_numpy(ctx.stage_map(*grid.shape[1:]) < 2)[None]
+    assert torch.equal(tables.to("cpu").features(grid, known, 64), tables.features(grid, known, 64))
 
 
 def test_tables_outside_the_exact_bounds_are_refused():

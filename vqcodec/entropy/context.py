@@ -19,6 +19,8 @@ This module knows nothing of networks: it computes with the integer tables that
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,6 +141,15 @@ class ContextTables:
                                   float(m), torch.from_numpy(b.astype(np.int64)))
         return levels
 
+    def to(self, device: str | torch.device) -> ContextTables:
+        """The same tables computing on ``device`` (the results are identical: see the module doc)."""
+        moved = copy.copy(self)
+        moved.layers = [dataclasses.replace(layer, weight=layer.weight.to(device), bias=layer.bias.to(device),
+                                            mult=layer.mult.to(device)) for layer in self.layers]
+        moved.levels = {size: dataclasses.replace(lv, embed=lv.embed.to(device), out=lv.out.to(device),
+                                                  bias=lv.bias.to(device)) for size, lv in self.levels.items()}
+        return moved
+
     # -- the integer network ---------------------------------------------------------------------
     def features(self, indices: torch.Tensor, known: torch.Tensor, level: int) -> torch.Tensor:
         """Integer features ``float64 [B, width, h, w]`` from ``indices`` and ``known`` ``[B, h, w]``."""
@@ -154,7 +165,7 @@ class ContextTables:
         lv = self.levels[level]
         score = torch.floor((features @ lv.out.t() * lv.mult + (1 << (SHIFT - 1))) / (1 << SHIFT)).long() + lv.bias
         gap = (score.amax(1, keepdim=True) - score).clamp_(max=len(EXP) - 1)
-        return EXP[gap.numpy()]
+        return EXP[gap.cpu().numpy()]
 
 
 def _conv3x3(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
