@@ -89,7 +89,7 @@ class ContextModel(nn.Module):
         for conv, d in zip(self.convs, self.config.dilations):
             scale = _weight_scale(conv.weight)
             w = _round_ste(conv.weight / scale[:, None, None, None]).clamp(-WEIGHT_MAX, WEIGHT_MAX)
-            acc = F.conv2d(F.pad(x, (d, d, d, d)), w, dilation=d) + conv.bias[:, None, None] / scale[:, None, None]
+            acc = F.conv2d(F.pad(x, (d, d, d, d)), w, dilation=d) + _round_ste(conv.bias / scale)[:, None, None]
             # the export's requantization: acc · (scale in fixed point) → activation units
             y = acc * (_round_ste(scale * 2**SHIFT) / 2**SHIFT)[:, None, None]
             x = _round_ste(y.clamp(0, ACT_MAX))

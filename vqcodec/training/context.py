@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.container import packet_assignment
-from ..entropy import StaticPrior
+from ..entropy import StaticPrior, encode_symbols
 from ..entropy.context import N_STAGES, ContextCoder, ContextTables, stage_map
 from ..models import VQGAN
 from ..models.context import ContextConfig, ContextModel
@@ -94,8 +94,6 @@ def measure(
     tables: ContextTables, grids: dict[int, list[np.ndarray]], priors: dict[int, StaticPrior], limit: int | None = None
 ) -> dict[int, dict[str, float]]:
     """Real payload bytes of the held-out grids per level, context model against the static prior."""
-    from ..entropy import encode_symbols
-
     out = {}
     for level, items in sorted(grids.items()):
         items = items[::2][:limit]  # the photos, not their mirror images
