@@ -204,20 +204,20 @@ class ContextCoder:
     def _stage_frequencies(
         self, grid: torch.Tensor, parts: np.ndarray, members: list[int], stage: int, stages: np.ndarray
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """For each part in ``members``: the positions of ``stage`` (row-major) and their
-        frequencies, computed from the part's positions of earlier stages in ``grid``."""
+        """For each part in ``members``: its positions of ``stage`` (flat, row-major) and their
+        frequencies, computed from the part's positions of earlier stages in ``grid``, a chunk at a
+        time so memory stays bounded on any grid."""
         own = torch.from_numpy(np.stack([parts == k for k in members]))
         known = own & torch.from_numpy(stages < stage)
         feats = self.tables.features(grid.expand(len(members), -1, -1), known, self.level)
-        feats = feats.permute(0, 2, 3, 1)
+        feats = feats.flatten(2)
         target = own & torch.from_numpy(stages == stage)
-        size = len(self.tables.levels[self.level].bias)
+        step = max(1, CHUNK // len(self.tables.levels[self.level].bias))
         for j, k in enumerate(members):
-            where = target[j].numpy()
-            picked = feats[j][target[j]]
-            freq = [self.tables.frequencies(picked[a : a + max(1, CHUNK // size)], self.level)
-                    for a in range(0, len(picked), max(1, CHUNK // size))]
-            yield k, where, (np.concatenate(freq) if freq else np.zeros((0, size), dtype=np.int64))
+            where = np.flatnonzero(target[j].numpy())
+            for a in range(0, len(where), step):
+                chunk = where[a : a + step]
+                yield k, chunk, self.tables.frequencies(feats[j][:, torch.from_numpy(chunk)].t(), self.level)
 
     def _batches(self, count: int, shape: tuple[int, int]) -> list[list[int]]:
         per = max(1, CHUNK // (self.tables.width * shape[0] * shape[1]))
@@ -228,12 +228,11 @@ class ContextCoder:
         stages = stage_map(*grid.shape)
         encoders = [constriction.stream.queue.RangeEncoder() for _ in range(count)]
         g = torch.from_numpy(np.asarray(grid, dtype=np.int64))[None]
+        flat = np.asarray(grid, dtype=np.int32).reshape(-1)
         for members in self._batches(count, grid.shape):
             for stage in range(N_STAGES):
                 for k, where, freq in self._stage_frequencies(g, parts, members, stage, stages):
-                    if len(freq):
-                        symbols = np.ascontiguousarray(grid[where], dtype=np.int32)
-                        encoders[k].encode(symbols, _FAMILY, _probabilities(freq))
+                    encoders[k].encode(np.ascontiguousarray(flat[where]), _FAMILY, _probabilities(freq))
         return [finish(e) for e in encoders]
 
     def decode(self, payloads: list[bytes | None], parts: np.ndarray) -> tuple[np.ndarray, list[bool]]:
@@ -257,7 +256,7 @@ class ContextCoder:
                 if not members:
                     break
                 for k, where, freq in self._stage_frequencies(grid, parts, members, stage, stages):
-                    if not len(freq):
+                    if not ok[k]:
                         continue
                     try:
                         symbols = decoders[k].decode(_FAMILY, _probabilities(freq))
@@ -265,5 +264,5 @@ class ContextCoder:
                         ok[k] = False
                         grid[0][torch.from_numpy(parts == k)] = 0
                         continue
-                    grid[0][torch.from_numpy(where)] = torch.from_numpy(np.asarray(symbols, dtype=np.int64))
+                    grid.view(-1)[torch.from_numpy(where)] = torch.from_numpy(np.asarray(symbols, dtype=np.int64))
         return grid[0].numpy(), ok
