@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_model
 
 from vqcodec.models.restorer import RestorerConfig
-from vqcodec.training.restorer import RestorerTrainConfig, _lr_factor, masked_accuracy, random_masks, train_restorer
+from vqcodec.training.loop import warmup_cosine
+from vqcodec.training.restorer import RestorerTrainConfig, masked_accuracy, random_masks, train_restorer
 
 
 def test_random_masks_lose_between_2_and_65_percent():
@@ -19,11 +20,10 @@ def test_random_masks_lose_between_2_and_65_percent():
 
 
 def test_learning_rate_warms_up_then_decays_to_five_percent():
-    cfg = RestorerTrainConfig(out="unused", steps=1000, warmup=100)
-    factors = [_lr_factor(s, cfg) for s in range(1000)]
+    factors = [warmup_cosine(s, 100, 1000) for s in range(1000)]
     assert factors[0] == 0.01 and factors[99] == 1.0
     assert all(a >= b for a, b in zip(factors[100:], factors[101:]))
-    assert abs(_lr_factor(1000, cfg) - 0.05) < 1e-9
+    assert abs(warmup_cosine(1000, 100, 1000) - 0.05) < 1e-9
 
 
 def _striped_grids(count: int, codes: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from ..entropy import StaticPrior, encode_symbols
 from ..entropy.context import N_STAGES, ContextCoder, ContextTables, stage_map
 from ..models import VQGAN
 from ..models.context import ContextConfig, ContextModel
-from .loop import TrainingRun
+from .loop import TrainingRun, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,6 @@ class ContextTrainConfig:
     log_every: int = 50
     seed: int = 0
     max_minutes: float | None = None
-
-
-def _lr_factor(step: int, cfg: ContextTrainConfig) -> float:
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _batch(grids: dict[int, list[np.ndarray]], cfg: ContextTrainConfig, rng: np.random.Generator):
@@ -145,7 +138,7 @@ def train_context(
         level, indices, region = _batch(grids, cfg, rng)
         indices, region = indices.to(device), region.to(device)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps)
         count = int(region.sum())
         loss = code_length(net, indices, region, codebooks[level]) / max(1, count)
         opt.zero_grad(set_to_none=True)

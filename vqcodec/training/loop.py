@@ -8,6 +8,7 @@ bookkeeping the same for all of them.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,3 +80,12 @@ class TrainingRun:
         if stop and self.main:
             log.info("time budget of %.1f min reached at step %d", self.max_minutes, step)
         return stop
+
+
+def warmup_cosine(step: int, warmup: int, steps: int) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 5 % at
+    ``steps`` (set it to the planned length)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))

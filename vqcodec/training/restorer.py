@@ -10,7 +10,6 @@ masked indices (cross-entropy at masked positions only).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ..codec.image_io import image_to_tensor, load_image, resample
 from ..codec.restore import restore_neighbour
 from ..models import VQGAN
 from ..models.restorer import IndexRestorer, RestorerConfig
-from .loop import TrainingRun
+from .loop import TrainingRun, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +114,6 @@ class RestorerTrainConfig:
     max_minutes: float | None = None
 
 
-def _lr_factor(step: int, cfg: RestorerTrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % at ``cfg.steps`` (set it to the planned length)."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _batch(grids: dict[int, list[np.ndarray]], cfg: RestorerTrainConfig, rng: np.random.Generator):
     levels = sorted(grids)
     level = levels[int(rng.integers(len(levels)))]
@@ -197,7 +188,7 @@ def train_restorer(
         level, indices, known = _batch(grids, cfg, rng)
         indices, known = indices.to(device), known.to(device)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup, cfg.steps)
         logits = restorer(indices, known, codebooks[level])
         lost = ~known
         loss = F.cross_entropy(logits[lost], indices[lost])
