@@ -5,7 +5,7 @@ Any other exception, a failed property check, an input slower than ``--timeout``
 above ``--rss-limit-mb`` is a failure, and the input is saved under ``--artifacts``. Targets:
 ``container`` (``read``/``unpack``; a plain file that parses re-packs to the same bytes),
 ``codec`` (``Codec.decode`` with the tiny model of :mod:`.models`, on the input as is and with
-its CRCs fixed, so mutations reach the header checks, packets, entropy decoder and network) and
+its CRCs fixed, so mutations reach the header checks, packets, entropy decoders and network),
 ``entropy`` (``decode_symbols``: u16 count, a prior selector byte, then the payload) and
 ``context`` (the context-model decoder: grid size, level, part count, then the payloads).
 
