@@ -184,6 +184,11 @@ def _conv3x3(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tens
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
+def _positions(parts: np.ndarray, members: list[int]) -> torch.Tensor:
+    """Bool ``[len(members), h, w]``: where each of ``members`` has its positions."""
+    return torch.from_numpy(np.stack([parts == k for k in members]))
+
+
 def _probabilities(freq: np.ndarray) -> np.ndarray:
     return freq / freq.sum(1, keepdims=True).astype(np.float64)
 
@@ -202,12 +207,11 @@ class ContextCoder:
         self.level = level
 
     def _stage_frequencies(
-        self, grid: torch.Tensor, parts: np.ndarray, members: list[int], stage: int, stages: np.ndarray
+        self, grid: torch.Tensor, own: torch.Tensor, members: list[int], stage: int, stages: np.ndarray
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """For each part in ``members``: its positions of ``stage`` (flat, row-major) and their
-        frequencies, computed from the part's positions of earlier stages in ``grid``, a chunk at a
-        time so memory stays bounded on any grid."""
-        own = torch.from_numpy(np.stack([parts == k for k in members]))
+        """For each part in ``members`` (whose positions are ``own [len(members), h, w]``): its
+        positions of ``stage`` (flat, row-major) and their frequencies, computed from the part's
+        positions of earlier stages in ``grid``, a chunk at a time so memory stays bounded."""
         known = own & torch.from_numpy(stages < stage)
         feats = self.tables.features(grid.expand(len(members), -1, -1), known, self.level)
         feats = feats.flatten(2)
@@ -230,8 +234,9 @@ class ContextCoder:
         g = torch.from_numpy(np.asarray(grid, dtype=np.int64))[None]
         flat = np.asarray(grid, dtype=np.int32).reshape(-1)
         for members in self._batches(count, grid.shape):
+            own = _positions(parts, members)
             for stage in range(N_STAGES):
-                for k, where, freq in self._stage_frequencies(g, parts, members, stage, stages):
+                for k, where, freq in self._stage_frequencies(g, own, members, stage, stages):
                     encoders[k].encode(np.ascontiguousarray(flat[where]), _FAMILY, _probabilities(freq))
         return [finish(e) for e in encoders]
 
@@ -255,7 +260,7 @@ class ContextCoder:
                 members = [k for k in members if ok[k]]
                 if not members:
                     break
-                for k, where, freq in self._stage_frequencies(grid, parts, members, stage, stages):
+                for k, where, freq in self._stage_frequencies(grid, _positions(parts, members), members, stage, stages):
                     if not ok[k]:
                         continue
                     try:

@@ -58,12 +58,11 @@ class EntropyModel:
         for k, data in enumerate(payloads):
             where = parts == k
             try:
-                if data is None:
-                    raise BitstreamError("missing")
-                grid[where] = decode_symbols(data, int(where.sum()), self.prior)
-                ok.append(True)
+                if data is not None:
+                    grid[where] = decode_symbols(data, int(where.sum()), self.prior)
             except BitstreamError:
-                ok.append(False)
+                data = None
+            ok.append(data is not None)
         return grid, ok
 
     @property

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..codec.container import packet_assignment
-from ..entropy import StaticPrior, encode_symbols
-from ..entropy.context import N_STAGES, ContextCoder, ContextTables, stage_map
+from ..entropy import LevelEntropy, StaticPrior
+from ..entropy.context import N_STAGES, ContextTables, stage_map
 from ..models import VQGAN
 from ..models.context import ContextConfig, ContextModel
 from .loop import TrainingRun, warmup_cosine
@@ -79,22 +79,17 @@ def code_length(model: ContextModel, indices: torch.Tensor, region: torch.Tensor
     return total
 
 
-def static_bits(priors: dict[int, StaticPrior], level: int, symbols: np.ndarray) -> float:
-    return priors[level].cross_entropy_bits(symbols) if level in priors else symbols.size * math.log2(level)
-
-
 def measure(
     tables: ContextTables, grids: dict[int, list[np.ndarray]], priors: dict[int, StaticPrior], limit: int | None = None
 ) -> dict[int, dict[str, float]]:
     """Real payload bytes of the held-out grids per level, context model against the static prior."""
     out = {}
+    entropy = LevelEntropy(priors, tables)
     for level, items in sorted(grids.items()):
         items = items[::2][:limit]  # the photos, not their mirror images
-        context = static = 0
-        for g in items:
-            context += len(ContextCoder(tables, level).encode(g.astype(np.int64), np.zeros(g.shape, int), 1)[0])
-            prior = priors.get(level) or StaticPrior.uniform(level)
-            static += len(encode_symbols(g, prior))
+        coders = {kind: entropy.for_level(level, kind) for kind in ("context", "static")}
+        context = sum(len(coders["context"].encode(g)[0]) for g in items)
+        static = sum(len(coders["static"].encode(g)[0]) for g in items)
         out[level] = {"context_bytes": context, "static_bytes": static, "saving": 1 - context / max(1, static)}
     return out
 
@@ -126,6 +121,7 @@ def train_context(
         step = int(ckpt["step"])
         log.info("resumed context-model training at step %d", step)
     rng = np.random.default_rng(cfg.seed + step)
+    static = LevelEntropy(priors)
     net.to(device).train()
     codebooks = {level: model.codebook(level).detach().to(device) for level in grids}
 
@@ -147,7 +143,7 @@ def train_context(
         opt.step()
         step += 1
         bits = loss.item() / math.log(2)
-        base = static_bits(priors, level, indices[region].cpu().numpy()) / max(1, count)
+        base = static.for_level(level, "static").prior.cross_entropy_bits(indices[region].cpu().numpy()) / max(1, count)
         run.add({"saving": 1 - bits / base})
         if step % cfg.log_every == 0:
             log.info("context step %d  saving vs static %.3f  %.2fs/step", step, run.means()["saving"],
