@@ -12,6 +12,9 @@ pixels, header included) is the target for every classical codec, run two ways:
 With ``--realism R ...``, every vqcodec file is decoded at each fidelity–realism setting R (codec
 ``vqcodec:<model>@R<R>``); the files, and so the classical codecs' targets, are the same for all.
 
+``--granularity 16`` codes every vqcodec file with the fixed f16 grid instead of the adaptive map
+(write it to its own ``--out``).
+
 With ``--bpp-targets X ...``, vqcodec also encodes every image with rate control,
 ``Codec.encode(image, bpp=X)`` (codec ``vqcodec-rc:<model>``, the target in ``rc_target``, the level
 and scale rate control chose in ``level``/``scale``); its file's measured bpp is then the target of
@@ -56,6 +59,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
+from vqcodec.codec.codec import DEFAULT_GRANULARITY, GRANULARITIES  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.errors import VQCodecError  # noqa: E402
 from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
@@ -150,12 +154,13 @@ def evaluate_image(job: Path | tuple[Path, bool, list[float]]) -> list[dict]:
     features_file = Path(args.out) / "features" / f"{path.stem}.pt"
     features = torch.load(features_file, weights_only=True) if features_file.exists() else {}
     features["original"] = _patch_features(image)
-    points = [(level, None) for level in ((args.levels or codec.levels) if with_levels else [])]
+    points = [(level, None) for level in ((codec.levels if args.levels is None else args.levels) if with_levels else [])]
     points += [(None, target) for target in rc_targets]
     for level, rc_target in points:
         t0 = time.perf_counter()
         try:
-            encoded = codec.encode(image, level=level) if rc_target is None else codec.encode(image, bpp=rc_target)
+            point = {"level": level} if rc_target is None else {"bpp": rc_target}
+            encoded = codec.encode(image, granularity=args.granularity, **point)
         except VQCodecError as e:  # a budget under every operating point: recorded, not reached
             if rc_target is None:
                 raise
@@ -330,13 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder of images")
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--model", default=None, help="registered name or path (default: vqcodec-f16)")
-    p.add_argument("--levels", type=int, nargs="*", help="vqcodec levels (default: all)")
+    p.add_argument("--levels", type=int, nargs="*", help="vqcodec levels (default: all; none: rate control only)")
     p.add_argument("--bpp-targets", type=float, nargs="+", metavar="X",
                    help="also rate-controlled vqcodec (Codec.encode(image, bpp=X)) at each target, codec vqcodec-rc, "
                         "with the classical codecs matched to its files")
     p.add_argument("--realism", type=float, nargs="+", metavar="R",
                    help="decode every vqcodec file at each fidelity-realism setting R (default: the model's own)")
     p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=DEFAULT_GRANULARITY,
+                   help=f"vqcodec's token granularity (default {DEFAULT_GRANULARITY}); use one --out per setting")
     p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
                    help="classical codecs to compare, comma-separated ('' for none)")
     p.add_argument("--device", default="cpu")

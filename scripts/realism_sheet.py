@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Comparison sheet for the eye: crops of faces, skin, text, skies and foliage, vqcodec at several
-fidelity–realism settings beside HEIC and AVIF with resampling at ≤ the same bytes.
+fidelity–realism settings or token granularities beside HEIC and AVIF with resampling at ≤ the same bytes.
 
     python scripts/realism_sheet.py --data ../shared/data/clic --out docs/img/realism_clic.png \\
         --crop 100f1789:384:640 --crop 2a2420f9:448:200 --crop 4cd6910a:300:64 \\
@@ -12,6 +12,13 @@ crop: vqcodec at ``--level`` (default: the model's), decoded at every ``--realis
 each classical codec at the highest quality and the best PSNR over downscales whose file is no
 larger than vqcodec's (kept in ``--cache``: rerunning with other decoders does not search again).
 The label under each tile gives the codec, its downscale and its bpp.
+
+``--bpp X`` codes each photo with rate control instead, once per ``--granularity`` (adaptive, 16),
+and adds a tile with the adaptive file's granularity map drawn over its decode (blue: a token per
+64 coded pixels, yellow: per 32, red tint: per 16); the classical codecs match the largest file:
+
+    python scripts/realism_sheet.py --data ../shared/data/kodak --out docs/img/granularity_kodak.png \
+        --bpp 0.02 --granularity 16 adaptive --realism 0.5 --crop kodim04:200:60 --crop kodim23:280:0
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
+from vqcodec.codec import granularity  # noqa: E402
+from vqcodec.codec.codec import EncodedImage  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor  # noqa: E402
 from vqcodec.evaluation.classical import ClassicalCodec, Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import psnr  # noqa: E402
@@ -58,18 +67,53 @@ def classical_file(image: Image.Image, trials: Trials, codec: ClassicalCodec, bu
     return point.data, point.scale
 
 
+def map_overlay(image: Image.Image, encoded: EncodedImage) -> Image.Image:
+    """``image`` with the file's token squares drawn over it, in the original's pixels."""
+    h = encoded.header
+    grain = granularity.granularity_of(granularity.decode_map(h.granularity_map, h.grid_height, h.grid_width),
+                                       h.grid_height, h.grid_width) if h.granularity_map else None
+    out = image.copy()
+    if grain is None:
+        return out
+    sx, sy = h.factor * image.width / h.coded_size[0], h.factor * image.height / h.coded_size[1]
+    tint = Image.new("RGB", image.size, (255, 0, 0))
+    fine = Image.new("L", image.size, 0)
+    draw_fine = ImageDraw.Draw(fine)
+    draw = ImageDraw.Draw(out)
+    colours = {2: (255, 210, 0), 4: (0, 120, 255)}
+    for r, c in zip(*np.nonzero(grain)):
+        g = int(grain[r, c])
+        if r % g or c % g:
+            continue  # not an anchor
+        box = (round(c * sx), round(r * sy), round((c + g) * sx) - 1, round((r + g) * sy) - 1)
+        if g == 1:
+            draw_fine.rectangle(box, fill=70)
+        else:
+            draw.rectangle(box, outline=colours[g])
+    return Image.composite(tint, out, fine)
+
+
 def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
-             realism: list[float], codecs: list[ClassicalCodec], cache: Path) -> list[list[tuple[str, Image.Image]]]:
+             realism: list[float], codecs: list[ClassicalCodec], cache: Path, bpp: float | None = None,
+             granularities: list[str] = ("16",)) -> list[list[tuple[str, Image.Image]]]:
     """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec."""
     image = Image.open(path).convert("RGB")
     pixels = image.width * image.height
-    encoded = codec.encode(image, level=level)
     tiles = [("original", image)]
-    for r in realism:
-        tiles.append((f"vqcodec R={r:g} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
+    files = []
+    for g in granularities:
+        point = {"bpp": bpp} if bpp is not None else {"level": level}
+        encoded = codec.encode(image, granularity=g, **point)
+        files.append(encoded)
+        name = "vqcodec" if len(granularities) == 1 else {"16": "vqcodec f16 grid", "adaptive": "vqcodec adaptive"}[g]
+        for r in realism:
+            tiles.append((f"{name} R={r:g} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
+        if g == "adaptive":
+            tiles.append(("adaptive: its token map", map_overlay(tiles[-1][1], encoded)))
     trials = Trials(image)
+    budget = max(len(f.data) for f in files)
     for classical in codecs:
-        found = classical_file(image, trials, classical, len(encoded.data), cache / path.stem)
+        found = classical_file(image, trials, classical, budget, cache / path.stem)
         if found is not None:
             data, scale = found
             rec = classical.decode(data).resize(image.size, Image.LANCZOS)
@@ -95,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", action="append", required=True, metavar="STEM:X:Y", help="a crop (repeat)")
     p.add_argument("--size", type=int, default=384, help="side of each crop in original pixels")
     p.add_argument("--level", type=int, help="vqcodec level (default: the model's)")
+    p.add_argument("--bpp", type=float, help="rate control at this bpp instead of a level")
+    p.add_argument("--granularity", nargs="+", default=["16"], choices=["16", "adaptive"],
+                   help="token granularities to show (default: 16)")
     p.add_argument("--realism", type=float, nargs="+", default=[0.0, 1.0], help="decoder settings to show")
     p.add_argument("--codecs", default="heic,avif", help="classical codecs, comma-separated")
     p.add_argument("--model", help="registered name or path (default: vqcodec-f16)")
@@ -118,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     codec = Codec.from_pretrained(args.model, device="cpu", realism=args.realism_file or True)
     rows = []
     for path, where in tqdm(boxes.items(), unit="photo"):
-        rows += rows_for(codec, path, where, args.size, args.level, args.realism, codecs, Path(args.cache))
+        rows += rows_for(codec, path, where, args.size, args.level, args.realism, codecs, Path(args.cache),
+                         args.bpp, args.granularity)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.size).save(args.out, quality=92)  # JPEG: small enough for the docs; PNG ignores it
     print(f"wrote {args.out}: {len(rows)} crops")

@@ -88,6 +88,23 @@ def rc_table(summary: list[dict]) -> str:
     return _comparison(summary, "target bpp", vq, lambda e, c: _rc(c) and c["rc_target"] == e["rc_target"])
 
 
+def versus(summary: list[dict], baseline: list[dict]) -> str:
+    """vqcodec's rate control here against the ``baseline`` run's, target by target."""
+    def rc(entries: list[dict]) -> dict:
+        return {e["rc_target"]: e for e in entries if e["codec"].startswith("vqcodec") and _rc(e)}
+
+    ours, theirs = rc(summary), rc(baseline)
+    lines = ["| target bpp | bpp | baseline bpp | PSNR | baseline | ΔPSNR | MS-SSIM | baseline | LPIPS-Sq | baseline | "
+             "KID-Sq | baseline | HaarPSI | baseline |", "|---:" * 14 + "|"]
+    for target in sorted(set(ours) & set(theirs)):
+        a, b = ours[target], theirs[target]
+        lines.append(f"| {target:g} | {a['bpp']:.4f} | {b['bpp']:.4f} | {a['psnr']:.2f} | {b['psnr']:.2f} | "
+                     f"{a['psnr'] - b['psnr']:+.2f} | {a['ms_ssim']:.4f} | {b['ms_ssim']:.4f} | {a['lpips_squeeze']:.4f} | "
+                     f"{b['lpips_squeeze']:.4f} | {a['kid_squeeze']:.3f} | {b['kid_squeeze']:.3f} | "
+                     f"{a.get('haarpsi', math.nan):.4f} | {b.get('haarpsi', math.nan):.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
@@ -95,15 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", default=str(ROOT / "docs" / "evaluation.md"), help="Markdown file whose results block is rewritten")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sheet-image", default="kodim23.png", help="image for the visual comparison sheet")
+    p.add_argument("--baseline", help="another results/<name> with the same rate-control targets: adds a table of the "
+                                      "differences (e.g. adaptive granularity against --granularity 16)")
     args, rest = p.parse_known_args(argv)
     out = ROOT / "results" / args.name
     if evaluate.main(["--data", args.data, "--out", str(out), "--workers", str(args.workers), *rest]) != 0:
         return 1
     summary = json.loads((out / "summary.json").read_text())
     levels = sorted({e["level"] for e in summary if e["codec"].startswith("vqcodec") and not _rc(e)})
-    sheet_level = levels[len(levels) // 2]
+    sheet_level = levels[len(levels) // 2] if levels else None
     plot_args = ["--results", str(out), "--title", args.name]
-    if (Path(args.data) / args.sheet_image).exists():
+    if (Path(args.data) / args.sheet_image).exists() and levels:
         plot_args += ["--image", args.sheet_image, "--level", str(sheet_level), "--data", args.data]
     plot_rd.main(plot_args)
     img = ROOT / "docs" / "img"
@@ -115,14 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     counted = [e["images"] for e in summary if e["codec"].startswith("vqcodec")]
     note = f"Mean over {max(counted)} images; the command: `python scripts/report.py --data {args.data} --name {args.name}"
     note += "".join(f" {a}" for a in rest) + "`. " + METRIC_NOTE + "\n\n"
-    block = f"{note}{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
-    if sheet.exists():
-        shutil.copy(sheet, img / f"sheet_{args.name}.png")
-        block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
-    replace_block(readme, args.name, block)
+    if levels:
+        block = f"{note}{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
+        if sheet.exists():
+            shutil.copy(sheet, img / f"sheet_{args.name}.png")
+            block += f"\n![Same crop from every codec at level {sheet_level}'s bpp]({rel}/sheet_{args.name}.png)\n"
+        replace_block(readme, args.name, block)
     if any(_rc(e) for e in summary):
         rc_note = note.replace("Mean over", "Rate control (`Codec.encode(image, bpp=target)`), mean over", 1)
-        replace_block(readme, f"{args.name}_rc", f"{rc_note}{rc_table(summary)}\n", after=args.name)
+        rc_block = f"{rc_note}{rc_table(summary)}\n"
+        if args.baseline:
+            base = json.loads((ROOT / "results" / args.baseline / "summary.json").read_text())
+            rc_block += f"\nAgainst `{args.baseline}` (same images and targets):\n\n{versus(summary, base)}\n"
+        replace_block(readme, f"{args.name}_rc", rc_block, after=args.name)
     print(f"updated {readme} ({args.name}{f', {args.name}_rc' if any(_rc(e) for e in summary) else ''})")
     return 0
 

@@ -83,7 +83,7 @@ def test_codec_files_round_trip_with_lost_packets(codec):
     image = np.random.default_rng(0).integers(0, 256, (40, 57, 3), dtype=np.uint8)
     indices = codec.encode_indices(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, 16)[0].numpy()
     for packets in (None, 4):
-        data = codec.encode(image, level=16, packets=packets, entropy="context").data
+        data = codec.encode(image, level=16, packets=packets, entropy="context", granularity="16").data
         stream = container.read(data)
         assert stream.header.entropy_model == container.CONTEXT_ENTROPY_ID and stream.header.version == 3
         assert stream.header.context_fingerprint == codec.entropy.context.fingerprint
@@ -96,11 +96,11 @@ def test_codec_files_round_trip_with_lost_packets(codec):
 
 def test_static_files_still_decode_and_context_needs_its_tables(codec, tiny_model_path):
     image = np.zeros((20, 30, 3), np.uint8)
-    static = codec.encode(image, level=16, entropy="static").data
+    static = codec.encode(image, level=16, entropy="static", granularity="16").data
     assert container.read(static).header.version == 1
-    context = codec.encode(image, level=16).data  # auto: the context model when loaded
+    context = codec.encode(image, level=16, granularity="16").data  # auto: the context model when loaded
     assert container.read(context).header.entropy_model == container.CONTEXT_ENTROPY_ID
-    packetized = codec.encode(image, level=16, packets=3).data  # auto: the static prior for packets
+    packetized = codec.encode(image, level=16, packets=3, granularity="16").data  # auto: the static prior for packets
     assert container.read(packetized).header.entropy_model == 1
     plain = tiny_codec(context=False)
     assert plain.decode(static).size == (30, 20)
@@ -306,7 +306,8 @@ def test_cli_entropy_choice_and_info(tmp_path, tiny_model_path, capsys):
     tables = tiny_context(loaded.model)
     save_context(tiny_model_path.with_suffix(".context.safetensors"), tables, loaded.fingerprint, ContextConfig())
     for kind in ("static", "context"):
-        assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / f"{kind}.vqc"), "--entropy", kind, *model]) == 0
+        assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / f"{kind}.vqc"), "--entropy", kind,
+                         "--granularity", "16", *model]) == 0
         assert main(["decode", str(tmp_path / f"{kind}.vqc"), "-o", str(tmp_path / f"{kind}.png"), *model]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "static.png")), np.asarray(Image.open(tmp_path / "context.png")))
     capsys.readouterr()

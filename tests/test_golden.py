@@ -61,18 +61,43 @@ def codec() -> Codec:
 
 
 TINY_FILES = {
-    "plain": {"entropy": "static"},
-    "packets": {"entropy": "static", "packets": 5},
-    "resized": {"entropy": "static", "scale": 0.5},
-    "context": {"entropy": "context"},
-    "context-packets": {"entropy": "context", "packets": 5},
+    "plain": {"entropy": "static", "granularity": "16"},
+    "packets": {"entropy": "static", "packets": 5, "granularity": "16"},
+    "resized": {"entropy": "static", "scale": 0.5, "granularity": "16"},
+    "context": {"entropy": "context", "granularity": "16"},
+    "context-packets": {"entropy": "context", "packets": 5, "granularity": "16"},
 }
+MIXED_FILES = {  # format version 4: granularity maps, and an upscaled coded size
+    "mixed": {"entropy": "static"},
+    "mixed-packets": {"entropy": "static", "packets": 5},
+    "mixed-context": {"entropy": "context"},
+    "mixed-upscaled": {"entropy": "context", "scale": 1.5},
+}
+
+
+def golden_mixed() -> np.ndarray:
+    """:func:`golden_image` resized to 210×135 (bicubic): enough blocks for a varied granularity map."""
+    return np.asarray(Image.fromarray(golden_image()).resize((210, 135), Image.BICUBIC))
 
 
 @pytest.mark.parametrize("name", TINY_FILES)
 def test_tiny_model_file_bytes_are_pinned(codec, name):
     """A real file from a fixed model and image: container, entropy coder and encoder together."""
     assert codec.encode(golden_image(), level=16, **TINY_FILES[name]).data == (GOLDEN / f"{name}.vqc").read_bytes()
+
+
+@pytest.mark.parametrize("name", MIXED_FILES)
+def test_mixed_granularity_files_are_pinned(codec, name):
+    """Version-4 files: the encoder's map (λ = 0) and bytes, and the picture every old file of
+    this kind must keep decoding to."""
+    data = (GOLDEN / f"{name}.vqc").read_bytes()
+    assert codec.encode(golden_mixed(), level=16, granularity="adaptive", lam=0.0, **MIXED_FILES[name]).data == data
+    header = container.read_header(data)
+    assert header.version == 4 and header.granularity_map
+    decoded = np.asarray(codec.decode(data), dtype=np.int16)
+    expected = np.asarray(Image.open(GOLDEN / f"{name}.png"), dtype=np.int16)
+    assert decoded.shape == expected.shape == (135, 210, 3)
+    assert np.abs(decoded - expected).max() <= 1
 
 
 def test_context_coder_bytes_are_pinned(codec):
@@ -104,9 +129,10 @@ def golden_photo() -> np.ndarray:
 
 
 SHIPPED_FILES = {
-    "f16-1024": (1024, {"entropy": "static"}),
-    "f16-64-packets": (64, {"entropy": "static", "packets": 7}),
-    "f16-1024-context": (1024, {"entropy": "context"}),
+    "f16-1024": (1024, {"entropy": "static", "granularity": "16"}),
+    "f16-64-packets": (64, {"entropy": "static", "packets": 7, "granularity": "16"}),
+    "f16-1024-context": (1024, {"entropy": "context", "granularity": "16"}),
+    "f16-1024-adaptive": (1024, {"entropy": "context", "granularity": "adaptive"}),
 }
 
 
@@ -120,8 +146,9 @@ def test_shipped_model_files_are_pinned(name):
     level, options = SHIPPED_FILES[name]
     assert shipped.encode(golden_photo(), level=level, **options).data == data
     if name.startswith("f16-1024"):
+        picture = "f16-1024-adaptive.png" if name.endswith("adaptive") else "f16-1024.png"
         decoded = np.asarray(shipped.decode(data, realism=1.0), dtype=np.int16)
-        expected = np.asarray(Image.open(GOLDEN / "f16-1024.png"), dtype=np.int16)
+        expected = np.asarray(Image.open(GOLDEN / picture), dtype=np.int16)
         assert np.abs(decoded - expected).max() <= 1
 
 
@@ -168,5 +195,20 @@ def _write_context() -> None:
     (GOLDEN / "f16-1024-context.vqc").write_bytes(shipped.encode(golden_photo(), level=level, **options).data)
 
 
+def _write_mixed() -> None:
+    """The version-4 golden files (written once, beside the older ones)."""
+    codec = Codec.from_pretrained(TINY_MODEL, device="cpu")
+    for name, options in MIXED_FILES.items():
+        data = codec.encode(golden_mixed(), level=16, granularity="adaptive", lam=0.0, **options).data
+        (GOLDEN / f"{name}.vqc").write_bytes(data)
+        codec.decode(data).save(GOLDEN / f"{name}.png")
+    shipped = Codec.from_pretrained("vqcodec-f16", device="cpu")
+    level, options = SHIPPED_FILES["f16-1024-adaptive"]
+    data = shipped.encode(golden_photo(), level=level, **options).data
+    (GOLDEN / "f16-1024-adaptive.vqc").write_bytes(data)
+    shipped.decode(data, realism=1.0).save(GOLDEN / "f16-1024-adaptive.png")
+
+
 if __name__ == "__main__":
-    sys.exit(_write_context() if sys.argv[1:] == ["context"] else _write())
+    writers = {"context": _write_context, "mixed": _write_mixed}
+    sys.exit(writers[sys.argv[1]]() if sys.argv[1:] else _write())

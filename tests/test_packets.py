@@ -41,14 +41,21 @@ def test_packet_assignment_scatters_neighbours():
         assert counts.min() >= counts.max() - 20  # roughly balanced
 
 
-def test_each_packet_decodes_alone(codec, big_photo):
-    data = codec.encode(big_photo, level=16, packets=PACKETS).data
+@pytest.mark.parametrize("granularity", ["16", "adaptive"])
+def test_each_packet_decodes_alone(codec, big_photo, granularity):
+    """A packet carries its positions (with a granularity map: its tokens, anchor and copies)."""
+    data = codec.encode(big_photo, level=16, packets=PACKETS, granularity=granularity, lam=0.0).data
     head, packets = split_packets(data)
     assert len(packets) == PACKETS
     entropy = codec.entropy.for_level(16)
     full = payload.read(container.read(data), entropy)
     assert full.known.all() and full.packets_lost == []
     layout = container.packet_assignment(*full.indices.shape, PACKETS)
+    anchor = payload.anchors(container.read_header(data))
+    assert (anchor is None) == (granularity == "16")
+    if anchor is not None:
+        assert (anchor != np.arange(anchor.size).reshape(anchor.shape)).any()  # some tokens are coarse
+        layout = layout.reshape(-1)[anchor]
     for k, packet in enumerate(packets):
         grid = payload.read(container.read(head + packet), entropy)
         assert grid.packets_lost == [i for i in range(PACKETS) if i != k]
@@ -57,7 +64,7 @@ def test_each_packet_decodes_alone(codec, big_photo):
 
 
 def test_any_subset_of_packets_decodes(codec, big_photo):
-    data = codec.encode(big_photo, level=16, packets=4).data
+    data = codec.encode(big_photo, level=16, packets=4, granularity="16").data
     head, packets = split_packets(data)
     for r in range(len(packets) + 1):
         for subset in itertools.combinations(range(len(packets)), r):
@@ -96,7 +103,7 @@ def test_corrupted_header_is_an_error(codec, big_photo):
 
 
 def test_packet_bytes_bounds_every_payload(codec, big_photo):
-    encoded = codec.encode(big_photo, level=64, packet_bytes=6)
+    encoded = codec.encode(big_photo, level=64, packet_bytes=6, granularity="16")
     data = encoded.data
     assert encoded.header == container.read_header(data)
     stream = container.read(data)
@@ -148,12 +155,12 @@ def test_codec_uses_the_restorer_beside_the_model(tmp_path, big_photo):
                   plain.fingerprint)
     codec = Codec.from_pretrained(path, device="cpu")
     assert codec.restorer is not None
-    data = codec.encode(big_photo, level=16, packets=PACKETS).data
+    data = codec.encode(big_photo, level=16, packets=PACKETS, granularity="16").data
     image, report = decode_with_loss(codec, data, 0.34, seed=2)
     assert report.restored_with == "transformer" and len(report.packets_lost) == 2 and image.size == (130, 96)
     again, _ = decode_with_loss(codec, data, 0.34, seed=2)
     assert np.array_equal(np.asarray(image), np.asarray(again))
-    plain = codec.encode(big_photo, level=16).data
+    plain = codec.encode(big_photo, level=16, granularity="16").data
     _, report = decode_with_loss(codec, plain, 0.2, unit="index", seed=1)
     assert report.indices_lost == round(0.2 * report.indices) and report.packets == 0
     with pytest.raises(VQCodecError, match="packetized"):
@@ -166,7 +173,7 @@ def test_cli_packets_info_and_simulated_loss(tmp_path, tiny_model_path, big_phot
     Image.fromarray(big_photo).save(tmp_path / "p.png")
     vqc, out = tmp_path / "p.vqc", tmp_path / "p.out.png"
     assert main(["encode", str(tmp_path / "p.png"), "-o", str(vqc), "--model", str(tiny_model_path), "--level", "16",
-                 "--packets", "8"]) == 0
+                 "--packets", "8", "--granularity", "16"]) == 0
     assert main(["info", str(vqc)]) == 0
     assert "packets      8 of 8 found (lost: none)" in capsys.readouterr().out
     assert main(["decode", str(vqc), "-o", str(out), "--model", str(tiny_model_path), "--simulate-loss", "0.25",

@@ -21,22 +21,22 @@ def big_photo():
 
 
 def test_scaled_file_codes_the_resized_image_and_decodes_to_the_original_size(codec, big_photo):
-    encoded = codec.encode(big_photo, level=16, scale=0.5)
+    encoded = codec.encode(big_photo, level=16, scale=0.5, granularity="16")
     header = encoded.header
     assert (header.width, header.height, header.coded_size, header.version) == (170, 120, (85, 60), 2)
     assert (header.grid_width, header.grid_height) == (6, 4)
     assert encoded.data[4] == 2 and container.read_header(encoded.data) == header
     small = np.asarray(Image.fromarray(big_photo).resize((85, 60), Image.LANCZOS))
-    assert codec.encode(small, level=16).data[-8:] != encoded.data[-8:]  # other header, same kind of payload
+    assert codec.encode(small, level=16, granularity="16").data[-8:] != encoded.data[-8:]  # other header, same payload kind
     decoded = codec.decode(encoded.data)
-    expected = codec.decode(codec.encode(small, level=16).data).resize((170, 120), Image.LANCZOS)
+    expected = codec.decode(codec.encode(small, level=16, granularity="16").data).resize((170, 120), Image.LANCZOS)
     assert decoded.size == (170, 120) and np.array_equal(np.asarray(decoded), np.asarray(expected))
-    assert codec.encode(big_photo, level=16, scale=1.0).data == codec.encode(big_photo, level=16).data  # version 1
-    packed = codec.encode(big_photo, level=16, scale=0.5, packets=3)
+    assert codec.encode(big_photo, level=16, scale=1.0).data == codec.encode(big_photo, level=16).data
+    packed = codec.encode(big_photo, level=16, scale=0.5, packets=3, granularity="16")
     assert np.array_equal(np.asarray(codec.decode(packed.data)), np.asarray(decoded))
 
 
-@pytest.mark.parametrize("scale", [0.0, -0.5, 1.5])
+@pytest.mark.parametrize("scale", [0.0, -0.5, 2.5, float("nan")])
 def test_bad_scale_is_refused(codec, big_photo, scale):
     with pytest.raises(VQCodecError, match="scale"):
         codec.encode(big_photo, scale=scale)
@@ -49,14 +49,16 @@ def test_one_encoder_pass_gives_every_level_the_same_indices(codec, big_photo):
         assert torch.equal(grids[level], codec.encode_indices(x, level))
 
 
+@pytest.mark.parametrize("granularity", ["16", "adaptive"])
 @pytest.mark.parametrize("budget", [64, 75, 90, 110, 400])
-def test_rate_control_never_exceeds_the_budget_and_spends_it(codec, big_photo, budget):
-    encoded = codec.encode(big_photo, max_bytes=budget)
+def test_rate_control_never_exceeds_the_budget_and_spends_it(codec, big_photo, budget, granularity):
+    encoded = codec.encode(big_photo, max_bytes=budget, granularity=granularity)
     assert len(encoded.data) <= budget
-    # what each scale offers: the file of its largest level within the budget
+    # what each scale offers the fixed grid: the file of its largest level within the budget
     offers = []
-    for s in rate.SCALES:
-        sizes = [len(codec.encode(big_photo, level=level, scale=s).data) for level in sorted(codec.levels, reverse=True)]
+    for s in rate.FIXED_SCALES:
+        sizes = [len(codec.encode(big_photo, level=level, scale=s, granularity="16").data)
+                 for level in sorted(codec.levels, reverse=True)]
         offers += [next(size for size in sizes if size <= budget)] if min(sizes) <= budget else []
     assert len(encoded.data) >= min(rate.FILL * budget, max(offers))
     assert codec.decode(encoded.data).size == (170, 120)
@@ -112,8 +114,11 @@ def test_bad_extensions_are_refused(record, message):
 
 
 def test_coded_size_must_fit_the_image():
+    """Up to twice the image per side, from format version 4 (where the f8 tokens come from)."""
     with pytest.raises(BitstreamError, match="invalid coded size"):
-        container.read(container.pack(dataclasses.replace(HEADER, coded_width=66, grid_width=5), b""))
+        container.read(container.pack(dataclasses.replace(HEADER, coded_width=131, grid_width=9), b""))
+    upscaled = container.pack(dataclasses.replace(HEADER, coded_width=130, grid_width=9), b"")
+    assert container.read_header(upscaled).version == upscaled[4] == 4
     with pytest.raises(BitstreamError, match="grid size"):
         container.read(container.pack(dataclasses.replace(HEADER, grid_width=5), b""))
 
@@ -121,7 +126,8 @@ def test_coded_size_must_fit_the_image():
 def test_cli_scale_budget_and_info(tmp_path, tiny_model_path, big_photo, capsys):
     Image.fromarray(big_photo).save(tmp_path / "p.png")
     model = ["--model", str(tiny_model_path)]
-    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "a.vqc"), "--level", "16", "--scale", "0.5", *model]) == 0
+    assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "a.vqc"), "--level", "16", "--scale", "0.5",
+                 "--granularity", "16", *model]) == 0
     assert "at 85x60" in capsys.readouterr().err
     assert main(["encode", str(tmp_path / "p.png"), "-o", str(tmp_path / "b.vqc"), "--max-bytes", "120", *model]) == 0
     assert (tmp_path / "b.vqc").stat().st_size <= 120

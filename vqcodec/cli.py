@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, corpus, registry
-from .codec import Codec, container
+from .codec import Codec, container, granularity
+from .codec.codec import DEFAULT_GRANULARITY, GRANULARITIES
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, as_rgb_array, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
 from .entropy import CHOICES as ENTROPY_CHOICES
 from .entropy import NAMES as ENTROPY_NAMES
-from .errors import VQCodecError
+from .errors import BitstreamError, VQCodecError
 from .evaluation import channel
 from .fileio import atomic_write
 
@@ -169,7 +170,18 @@ def _corpus(args: argparse.Namespace, run: Callable[..., corpus.CorpusReport], *
 def _operating_point(args: argparse.Namespace) -> dict:
     """The encode options that pick the operating point and packetization."""
     return {"level": args.level, "scale": args.scale, "bpp": args.bpp, "max_bytes": args.max_bytes,
-            "packets": args.packets, "packet_bytes": args.packet_bytes, "entropy": args.entropy}
+            "packets": args.packets, "packet_bytes": args.packet_bytes, "entropy": args.entropy,
+            "granularity": args.granularity}
+
+
+def _shares(header: container.Header) -> str:
+    """The share of the coded area at each token granularity, as ``f16 40% f32 35% f64 25%``."""
+    try:
+        shares = granularity.shares(granularity.decode_map(header.granularity_map, header.grid_height, header.grid_width),
+                                    header.grid_height, header.grid_width)
+    except BitstreamError as exc:
+        return f"unreadable map ({exc})"
+    return " ".join(f"{granularity.NAMES[g]} {share:.0%}" for g, share in shares.items())
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -186,7 +198,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         _write(dst, encoded.data, src, args.force)
         h = encoded.header
         scale = f" at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else ""
-        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp, level {h.level}{scale}"
+        grain = f", {_shares(h)}" if h.granularity_map else ""
+        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp, level {h.level}{scale}{grain}"
 
     return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
 
@@ -246,6 +259,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  format       version {h.version}\n"
             f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})"
             + (f", tables {h.context_fingerprint.hex()}" if h.context_fingerprint else "") + "\n"
+            f"  granularity  {_shares(h) + f' (map {len(h.granularity_map)} bytes)' if h.granularity_map else 'f16'}\n"
             f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
         )
@@ -287,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-o", "--output", help="output file, directory, or - for stdout (default: beside each input)")
     enc.add_argument("-l", "--level", type=int, help="codebook size; smaller = fewer bits (see 'vqcodec info')")
     enc.add_argument("--scale", type=float, metavar="S",
-                     help="code the image at this fraction of its size (0 < S <= 1); decoding resizes it back")
+                     help="code the image at this multiple of its size (0 < S <= 2); decoding resizes it back")
     enc.add_argument("--bpp", type=float, metavar="X",
                      help="rate control: the best level and scale whose whole file stays within X bits per pixel")
     enc.add_argument("--max-bytes", type=int, metavar="N", help="rate control: the best file of at most N bytes")
@@ -295,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="context: code the indices with the model's context model (about a quarter fewer bytes); "
                           "static: with each level's static prior; auto (default): context for a plain file when the "
                           "model has one, static for a packetized file (where context saves under 1 %%)")
+    enc.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
+                     help="adaptive: one token per 16, 32 or 64 coded pixels, chosen per region by rate-distortion "
+                          "(encoding decodes the image three times to choose); 16: one token per 16 pixels everywhere "
+                          f"(default: {DEFAULT_GRANULARITY})")
     packets = enc.add_mutually_exclusive_group()
     packets.add_argument("--packets", type=int, metavar="N",
                          help="split the indices into N independently decodable, interleaved packets (loss-resilient)")

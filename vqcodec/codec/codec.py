@@ -5,6 +5,9 @@
     image ─ ModelRunner.encode_indices ─► indices [h,w] ─ payload.write (level's entropy model) ─► .vqc bytes
     .vqc ─ container.read ─ payload.read ─► indices + known mask ─ RestorationPolicy ─ ModelRunner.decode_indices ─► image
 
+With adaptive granularity the encoder also decodes the image at each granularity and picks the
+map by rate–distortion (:mod:`.granularity`); a decoder only copies coarse tokens over their squares.
+
 Each stage has one contract: :mod:`.runner` (network, device, threads), :mod:`vqcodec.entropy`
 (symbols ↔ bytes, entropy-model ids), :mod:`.payload` and :mod:`.container` (the file format),
 :mod:`.restore` (filling lost indices).
@@ -26,7 +29,7 @@ from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from ..models.realism import DecoderBlend
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
-from . import container, payload, rate
+from . import container, granularity, payload, rate
 from .image_io import (
     DEFAULT_MAX_PIXELS,
     ImageLike,
@@ -38,6 +41,10 @@ from .image_io import (
 )
 from .restore import DEFAULT_STEPS, RestorationPolicy
 from .runner import ModelRunner
+
+GRANULARITIES = ("adaptive", "16")  #: what an encoder may ask for
+DEFAULT_GRANULARITY = "adaptive"
+DEFAULT_LAMBDA = 1.0  # a bit's worth, in units of the f16 grid's mean error per bit (see GranularChoices)
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,8 @@ class Codec:
         bpp: float | None = None,
         max_bytes: int | None = None,
         entropy: str = "auto",
+        granularity: str = DEFAULT_GRANULARITY,
+        lam: float = DEFAULT_LAMBDA,
     ) -> EncodedImage:
         """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`.
 
@@ -191,7 +200,14 @@ class Codec:
         file whose packets decode independently; otherwise the file is one plain payload.
         ``entropy``: "context" (the context model), "static" (the level's static prior) or "auto"
         (the context model for a plain file when one is loaded, the static prior for a packetized one).
+        ``granularity``: "adaptive" (coarse tokens where they cost less than they lose; ``lam``, what
+        a bit is worth, see :class:`GranularChoices`; rate control picks it itself) or "16" (one
+        token per 16 coded pixels).
         """
+        if granularity not in GRANULARITIES:
+            raise VQCodecError(f"unknown granularity {granularity!r}; choose from {', '.join(GRANULARITIES)}")
+        if not lam >= 0:
+            raise VQCodecError(f"lam must be at least 0, got {lam}")
         arr = as_rgb_array(image, self.max_pixels)
         height, width = arr.shape[:2]
         check_encodable(width, height, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
@@ -199,23 +215,37 @@ class Codec:
             if level is not None or scale is not None:
                 raise VQCodecError("give a level and scale, or a budget (bpp, max_bytes), not both")
             budget = rate.budget_bytes(width, height, bpp, max_bytes)
-            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy)
+            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy, granularity)
         level = self.runner.level(level)
         size = rate.coded_size(width, height, scale)
-        coded = arr if size == (width, height) else np.asarray(resample(arr, size))
-        indices = self.runner.encode_indices(image_to_uint8_tensor(coded), level)[0].numpy()
-        return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy)
+        check_encodable(*size, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
+        coded = image_to_uint8_tensor(arr if size == (width, height) else np.asarray(resample(arr, size)))
+        if granularity == "16":
+            indices = self.runner.encode_indices(coded, level)[0].numpy()
+            return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy)
+        indices, gmap = self.granular_choices(coded, level).grid(lam)
+        return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy, gmap)
+
+    def granular_choices(self, coded: torch.Tensor, level: int) -> GranularChoices:
+        """A coded image's (``[1,3,H,W]``, uint8) index grids at every granularity, and each
+        position's error at each, measured by decoding them (three decodes)."""
+        grids = self.runner.encode_levels(coded, [level], granular=True)[level][0]
+        errors = self.runner.token_errors(coded[0], grids, level).numpy()
+        return GranularChoices(self, level, grids.numpy(), errors)
 
     def pack(
         self, indices: np.ndarray, level: int, size: tuple[int, int], coded: tuple[int, int],
         packets: int | None = None, packet_bytes: int | None = None, entropy: str = "auto",
+        gmap: np.ndarray | None = None,
     ) -> EncodedImage:
-        """The file of a ``level`` index grid that codes an image of ``size`` resized to ``coded``."""
+        """The file of a ``level`` index grid that codes an image of ``size`` resized to ``coded``;
+        ``gmap``: its granularity map (:mod:`.granularity`), None or all zero for f16 tokens only."""
         model = self.entropy.for_level(level, entropy, packetized=packets is not None or packet_bytes is not None)
         header = container.Header(
             model_id=self.model_id, fingerprint=self.fingerprint, level=level, width=size[0], height=size[1],
             grid_width=indices.shape[1], grid_height=indices.shape[0], factor=self.factor, entropy_model=model.id,
             context_fingerprint=model.fingerprint,
+            granularity_map=granularity.encode_map(gmap) if gmap is not None and gmap.any() else b"",
             **({} if coded == tuple(size) else {"coded_width": coded[0], "coded_height": coded[1]}),
         )
         header, data = payload.write(header, indices, model, packets, packet_bytes)
@@ -268,6 +298,8 @@ class Codec:
         if lost is not None and tuple(lost.shape) != grid.known.shape:
             raise VQCodecError(f"lost mask {tuple(lost.shape)} does not match the {grid.known.shape} index grid")
         known = grid.known if lost is None else grid.known & ~np.asarray(lost, dtype=bool)
+        if grid.anchor is not None:  # a coarse token is known where its anchor is
+            known = granularity.spread(known, grid.anchor)
         indices = torch.from_numpy(grid.indices)
         report = DecodeReport(
             packets=header.packets, packets_lost=grid.packets_lost, indices=indices.numel(),
@@ -279,6 +311,8 @@ class Codec:
                 indices, torch.from_numpy(known), self.runner.codebook(header.level), entropy.most_probable,
                 report.restored_with, restore_steps,
             )
+            if grid.anchor is not None:  # restored anchors cover their squares again
+                indices = torch.from_numpy(granularity.spread(indices.numpy(), grid.anchor))
         coded_w, coded_h = header.coded_size
         image = self.runner.decode_indices(indices[None], header.level, realism)[0, :, :coded_h, :coded_w]
         return DecodedImage(resample(tensor_to_image(image), (header.width, header.height)), report)
@@ -291,3 +325,26 @@ class Codec:
         return self.restoration.fill(
             indices, known, self.runner.codebook(level), self.entropy.for_level(level).most_probable, method, steps
         )
+
+
+class GranularChoices:
+    """One coded image's grids at every granularity at one level, and each position's error at
+    each: what the granularity map is chosen from, for any λ, without running the model again.
+
+    λ is relative, so one value suits every photo: ``lam`` = 1 values a bit at the f16 grid's
+    mean squared error per bit of the image (its error over its static-prior bits). Smooth photos
+    have small errors and so a small absolute λ; the fixed grid's own trade-off between levels
+    sits near 1 on photos.
+    """
+
+    def __init__(self, codec: Codec, level: int, grids: np.ndarray, errors: np.ndarray) -> None:
+        lengths = -np.log2(codec.entropy.for_level(level, "static").prior.probabilities())
+        self.grids = dict(zip(granularity.GRANULARITIES, grids))  # int64 [h,w] each, coarse codes repeated
+        self.errors = dict(zip(granularity.GRANULARITIES, errors))
+        self.bits = {g: lengths[grid] for g, grid in self.grids.items()}
+        self.unit = float(self.errors[1].sum()) / max(float(self.bits[1].sum()), 1e-9)
+
+    def grid(self, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices [h,w], map)`` minimising error + ``lam`` × :attr:`unit` × static-prior bits."""
+        gmap = granularity.choose(self.errors, self.bits, lam * self.unit)
+        return granularity.mixed(self.grids, gmap), gmap

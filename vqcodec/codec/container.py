@@ -1,8 +1,8 @@
-"""The ``.vqc`` container, format versions 1 to 3. The spec is ``docs/bitstream.md``; keep both in sync.
+"""The ``.vqc`` container, format versions 1 to 4. The spec is ``docs/bitstream.md``; keep both in sync.
 
 A writer stamps the lowest version that can express the file: version 1 unless the header carries
-extensions (version 2: a coded size; version 3: a context model), so files without them stay
-byte-identical to version 1.
+extensions (version 2: a coded size; version 3: a context model; version 4: a granularity map or
+a coded size larger than the image), so files without them stay byte-identical to version 1.
 
 All integers are little-endian. A plain file (flags 0)::
 
@@ -28,6 +28,9 @@ All integers are little-endian. A plain file (flags 0)::
 Extension records (version 2): type 1, coded size (u32 width, u32 height): the grid covers the
 image resized to this size, and the decoder resizes back (Lanczos) to width × height. Version 3
 adds type 2, the 8-byte fingerprint of the context model that coded the payload (entropy id 2).
+Version 4 adds type 3, the range-coded granularity map (:mod:`.granularity`): only the anchors of
+its tokens are in the payload. From version 4 the coded size may exceed the image, up to
+:data:`MAX_UPSCALE` times per side.
 
 A packetized file (flags bit 0) has the same fields up to the entropy-model id, then the packet
 count K (u16), the extensions (version 2) and a CRC-32 of the header, then K packets that each decode on their own::
@@ -51,7 +54,7 @@ import numpy as np
 from ..errors import BitstreamError, UnsupportedVersionError
 
 MAGIC = b"\x89VQC"
-VERSION = 3  # the newest version this reader understands
+VERSION = 4  # the newest version this reader understands
 MAX_MODEL_ID = 64
 FLAG_PACKETIZED = 0x01
 KNOWN_FLAGS = FLAG_PACKETIZED
@@ -65,12 +68,14 @@ PACKET_HEAD = struct.Struct("<2sHH")
 PACKET_OVERHEAD = PACKET_HEAD.size + 4
 EXTENSIONS = struct.Struct("<H")  # byte length of the extension records (version 2)
 RECORD = struct.Struct("<BH")  # record type, value length
-MAX_EXTENSION_BYTES = 1024
+MAX_EXTENSION_BYTES = 0xFFFF
 EXT_CODED_SIZE = 1
 CODED_SIZE = struct.Struct("<II")
 EXT_CONTEXT_MODEL = 2  # version 3
 CONTEXT_ENTROPY_ID = 2  # the entropy-model id whose header carries a context-model record
 FINGERPRINT_BYTES = 8
+EXT_GRANULARITY = 3  # version 4
+MAX_UPSCALE = 2  # version 4: the coded size may be up to this many times the image's, per side
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Header:
     coded_width: int = 0  # size the grid covers when the image was resized before coding; 0: not resized
     coded_height: int = 0
     context_fingerprint: bytes = b""  # the context model's, for entropy id 2; empty otherwise
+    granularity_map: bytes = b""  # the range-coded map of a mixed-granularity grid; empty: every token f16
 
     @property
     def packetized(self) -> bool:
@@ -106,8 +112,14 @@ class Header:
         return (self.coded_width, self.coded_height) if self.resized else (self.width, self.height)
 
     @property
+    def upscaled(self) -> bool:
+        return self.coded_width > self.width or self.coded_height > self.height
+
+    @property
     def version(self) -> int:
         """The lowest format version that can express this header."""
+        if self.granularity_map or self.upscaled:
+            return 4
         return 3 if self.context_fingerprint else 2 if self.resized else 1
 
     @property
@@ -122,7 +134,9 @@ class Header:
         if self.factor < 1:
             raise BitstreamError("invalid downsampling factor 0")
         coded_w, coded_h = self.coded_size
-        if self.resized and not (1 <= coded_w <= self.width and 1 <= coded_h <= self.height):
+        if self.resized and not (
+            1 <= coded_w <= MAX_UPSCALE * self.width and 1 <= coded_h <= MAX_UPSCALE * self.height
+        ):
             raise BitstreamError(f"invalid coded size {coded_w}x{coded_h} for a {self.width}x{self.height} image")
         if self.grid_width != -(-coded_w // self.factor) or self.grid_height != -(-coded_h // self.factor):
             raise BitstreamError("header grid size does not match the image size")
@@ -165,6 +179,10 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
         if len(header.context_fingerprint) != FINGERPRINT_BYTES:
             raise ValueError("context fingerprint must be 8 bytes")
         records += RECORD.pack(EXT_CONTEXT_MODEL, FINGERPRINT_BYTES) + header.context_fingerprint
+    if header.granularity_map:
+        records += RECORD.pack(EXT_GRANULARITY, len(header.granularity_map)) + header.granularity_map
+    if len(records) > MAX_EXTENSION_BYTES:
+        raise ValueError(f"header extensions of {len(records)} bytes exceed {MAX_EXTENSION_BYTES}")
     return head + EXTENSIONS.pack(len(records)) + records
 
 
@@ -193,6 +211,8 @@ def _parse_extensions(data: bytes, at: int, version: int) -> tuple[dict[str, int
                 raise BitstreamError("corrupted header: coded size 0")
         elif kind == EXT_CONTEXT_MODEL and size == FINGERPRINT_BYTES and version >= 3:
             fields["context_fingerprint"] = data[at : at + size]
+        elif kind == EXT_GRANULARITY and size >= 1 and version >= 4:
+            fields["granularity_map"] = data[at : at + size]
         else:
             raise BitstreamError(f"unsupported header extension {kind} (written by a newer vqcodec?)")
         at += size
@@ -289,6 +309,8 @@ def _parse_header(data: bytes) -> tuple[Header, int, int]:
         if len(data) < end + 4:
             raise BitstreamError("truncated file: header incomplete")
     header = Header(model_id, fp, level, width, height, gw, gh, factor, entropy_model, flags, packets, **extensions)
+    if header.version > version:
+        raise BitstreamError(f"corrupted header: its fields need format version {header.version}, it says {version}")
     return header, end, last
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..errors import VQCodecError
 from ..models import VQGAN
 from ..models.realism import DecoderBlend, check_realism
-from . import tiling
+from . import granularity, tiling
 from .image_io import as_float
 from .tiling import Tiling
 
@@ -109,6 +109,21 @@ class ModelRunner:
         level = self.level(level)
         return self.encode_levels(images, [level])[level]
 
+    def _quantize(self, z: torch.Tensor, level: int, granular: bool) -> torch.Tensor:
+        """Nearest codes of ``z [B,D,h,w]``: ``[B,h,w]``, or with ``granular`` ``[B,3,h,w]`` at
+        granularities 1, 2 and 4 (:mod:`.granularity`): a coarse token is the code nearest to the
+        mean latent of its square, repeated over it."""
+        codebook = self.codebook(level)
+        if not granular:
+            return VQGAN.nearest_code(z, codebook).cpu()
+        h, w = z.shape[-2:]
+        out = []
+        for side in granularity.GRANULARITIES:
+            pooled = F.avg_pool2d(F.pad(z, (0, -w % side, 0, -h % side), mode="replicate"), side)
+            codes = VQGAN.nearest_code(pooled, codebook)
+            out.append(codes.repeat_interleave(side, 1).repeat_interleave(side, 2)[:, :h, :w])
+        return torch.stack(out, 1).cpu()
+
     def _tiled(self, h: int, w: int, tile: int) -> bool:
         """Whether an ``h×w`` token grid is processed in tiles: more than one tile, on a backbone
         without global attention."""
@@ -119,11 +134,12 @@ class ModelRunner:
         return model is not self.model and any(k.startswith("encoder.") for k in self.model.level_overrides[level])
 
     @torch.inference_mode()
-    def encode_levels(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
-        """:meth:`encode_indices` at several levels, running the encoder once."""
+    def encode_levels(self, images: torch.Tensor, levels: list[int], granular: bool = False) -> dict[int, torch.Tensor]:
+        """:meth:`encode_indices` at several levels, running the encoder once; with ``granular``,
+        each level's grids at the three granularities (see :meth:`_quantize`)."""
         h, w = images.shape[-2:]
         if self._tiled(-(-h // self.factor), -(-w // self.factor), self.tiling.encode_tile):
-            return self._encode_tiled(images, list(map(self.level, levels)))
+            return self._encode_tiled(images, list(map(self.level, levels)), granular)
         x = F.pad(as_float(images.to(self.device)), (0, -w % self.factor, 0, -h % self.factor), mode="replicate")
         out = {}
         with _at_least_threads(self.device, self.min_threads):
@@ -131,14 +147,16 @@ class ModelRunner:
             for level in map(self.level, levels):
                 model = self.model.level_model(level)
                 z = model.encode_latent(x) if self._own_encoder(level) else model.project(features)
-                out[level] = VQGAN.nearest_code(z, self.model.codebook(level)).cpu()
+                out[level] = self._quantize(z, level, granular)
         return out
 
-    def _encode_tiled(self, images: torch.Tensor, levels: list[int]) -> dict[int, torch.Tensor]:
+    def _encode_tiled(self, images: torch.Tensor, levels: list[int], granular: bool) -> dict[int, torch.Tensor]:
         """:meth:`encode_levels` tile by tile, into index grids allocated once; each encoder (the
-        base one, and a level's own when it has one) runs once over the image."""
+        base one, and a level's own when it has one) runs once over the image. Tiles start at
+        multiples of the encoder tile (32 positions), so coarse tokens never straddle two."""
         b, h, w = images.shape[0], -(-images.shape[-2] // self.factor), -(-images.shape[-1] // self.factor)
-        out = {level: torch.empty(b, h, w, dtype=torch.long) for level in levels}
+        shape = (b, len(granularity.GRANULARITIES), h, w) if granular else (b, h, w)
+        out = {level: torch.empty(shape, dtype=torch.long) for level in levels}
         encoders: dict[int, list[int]] = {}  # level whose encoder runs → levels projected from it
         for level in levels:
             encoders.setdefault(level if self._own_encoder(level) else self.model.config.n_embed, []).append(level)
@@ -148,8 +166,21 @@ class ModelRunner:
                 for rows, cols, features in tiling.encode_features(self.model.level_model(encoder), images, self.tiling):
                     for level in served:
                         z = self.model.level_model(level).project(features)
-                        out[level][:, rows[0] : rows[1], cols[0] : cols[1]] = VQGAN.nearest_code(z, self.codebook(level)).cpu()
+                        out[level][..., rows[0] : rows[1], cols[0] : cols[1]] = self._quantize(z, level, granular)
         return out
+
+    def token_errors(self, image: torch.Tensor, grids: torch.Tensor, level: int, realism: float | None = None) -> torch.Tensor:
+        """Each grid position's squared error (summed over its pixels, mean over channels, in [0,1]
+        units) when ``image [3,H,W]`` (uint8) is decoded from each of ``grids [G,h,w]`` at
+        ``realism``: ``float64 [G,h,w]``. Padding pixels count zero."""
+        h, w = image.shape[-2:]
+        x = as_float(image)[None]
+        out = []
+        for grid in grids:
+            y = self.decode_indices(grid[None], level, realism)[..., :h, :w]
+            err = F.pad(((y - x) ** 2).mean(1, keepdim=True), (0, -w % self.factor, 0, -h % self.factor))
+            out.append(F.avg_pool2d(err.double(), self.factor)[0, 0] * self.factor**2)
+        return torch.stack(out)
 
     @torch.inference_mode()
     def decode_indices(self, indices: torch.Tensor, level: int | None = None, realism: float | None = None) -> torch.Tensor:

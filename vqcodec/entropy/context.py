@@ -189,6 +189,13 @@ def _positions(parts: np.ndarray, members: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.stack([parts == k for k in members]))
 
 
+def coded_positions(anchor: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """Bool ``[h,w]``: the positions that carry a symbol (those that are their own anchor)."""
+    if anchor is None:
+        return np.ones(shape, dtype=bool)
+    return anchor == np.arange(anchor.size).reshape(shape)
+
+
 def _probabilities(freq: np.ndarray) -> np.ndarray:
     return freq / freq.sum(1, keepdims=True).astype(np.float64)
 
@@ -207,15 +214,15 @@ class ContextCoder:
         self.level = level
 
     def _stage_frequencies(
-        self, grid: torch.Tensor, own: torch.Tensor, members: list[int], stage: int, stages: np.ndarray
+        self, grid: torch.Tensor, own: torch.Tensor, members: list[int], stage: int, stages: np.ndarray, coded: np.ndarray
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """For each part in ``members`` (whose positions are ``own [len(members), h, w]``): its
-        positions of ``stage`` (flat, row-major) and their frequencies, computed from the part's
-        positions of earlier stages in ``grid``, a chunk at a time so memory stays bounded."""
+        coded positions of ``stage`` (flat, row-major) and their frequencies, computed from the
+        part's positions of earlier stages in ``grid``, a chunk at a time so memory stays bounded."""
         known = own & torch.from_numpy(stages < stage)
         feats = self.tables.features(grid.expand(len(members), -1, -1), known, self.level)
         feats = feats.flatten(2)
-        target = own & torch.from_numpy(stages == stage)
+        target = own & torch.from_numpy((stages == stage) & coded)
         step = max(1, CHUNK // len(self.tables.levels[self.level].bias))
         for j, k in enumerate(members):
             where = np.flatnonzero(target[j].numpy())
@@ -227,24 +234,31 @@ class ContextCoder:
         per = max(1, CHUNK // (self.tables.width * shape[0] * shape[1]))
         return [list(range(a, min(count, a + per))) for a in range(0, count, per)]
 
-    def encode(self, grid: np.ndarray, parts: np.ndarray, count: int) -> list[bytes]:
-        """Payloads of the ``count`` parts; ``parts [h,w]`` gives each position's part number."""
+    def encode(self, grid: np.ndarray, parts: np.ndarray, count: int, anchor: np.ndarray | None = None) -> list[bytes]:
+        """Payloads of the ``count`` parts; ``parts [h,w]`` gives each position's part number.
+        ``anchor`` (see :mod:`vqcodec.codec.granularity`): only positions that are their own
+        anchor are coded; the others copy theirs, which always comes in an earlier stage."""
         stages = stage_map(*grid.shape)
+        coded = coded_positions(anchor, grid.shape)
         encoders = [constriction.stream.queue.RangeEncoder() for _ in range(count)]
         g = torch.from_numpy(np.asarray(grid, dtype=np.int64))[None]
         flat = np.asarray(grid, dtype=np.int32).reshape(-1)
         for members in self._batches(count, grid.shape):
             own = _positions(parts, members)
             for stage in range(N_STAGES):
-                for k, where, freq in self._stage_frequencies(g, own, members, stage, stages):
+                for k, where, freq in self._stage_frequencies(g, own, members, stage, stages, coded):
                     encoders[k].encode(np.ascontiguousarray(flat[where]), _FAMILY, _probabilities(freq))
         return [finish(e) for e in encoders]
 
-    def decode(self, payloads: list[bytes | None], parts: np.ndarray) -> tuple[np.ndarray, list[bool]]:
+    def decode(
+        self, payloads: list[bytes | None], parts: np.ndarray, anchor: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
         """``(grid int64 [h,w], decoded?)`` from each part's payload (None: missing). Positions of a
-        missing or undecodable part are 0 in the grid."""
+        missing or undecodable part are 0 in the grid. ``anchor``: as in :meth:`encode`."""
         shape = parts.shape
         stages = stage_map(*shape)
+        coded = coded_positions(anchor, shape)
+        source = None if anchor is None else torch.from_numpy(anchor.reshape(-1))
         grid = torch.zeros((1, *shape), dtype=torch.int64)
         ok = [p is not None for p in payloads]
         decoders = {}
@@ -260,7 +274,7 @@ class ContextCoder:
                 members = [k for k in members if ok[k]]
                 if not members:
                     break
-                for k, where, freq in self._stage_frequencies(grid, _positions(parts, members), members, stage, stages):
+                for k, where, freq in self._stage_frequencies(grid, _positions(parts, members), members, stage, stages, coded):
                     if not ok[k]:
                         continue
                     try:
@@ -270,4 +284,6 @@ class ContextCoder:
                         grid[0][torch.from_numpy(parts == k)] = 0
                         continue
                     grid.view(-1)[torch.from_numpy(where)] = torch.from_numpy(np.asarray(symbols, dtype=np.int64))
+                if source is not None:
+                    grid.view(-1)[:] = grid.view(-1)[source]
         return grid[0].numpy(), ok

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from .coder import decode_symbols, encode_symbols
-from .context import ContextCoder, ContextTables
+from .context import ContextCoder, ContextTables, coded_positions
 from .prior import StaticPrior
 
 UNIFORM = 0  #: every code of the level equally likely
@@ -39,30 +39,41 @@ class EntropyModel:
         """The context tables' fingerprint a header must carry (empty for the static models)."""
         return self.context.tables.fingerprint if self.context is not None else b""
 
-    def encode(self, grid: np.ndarray, parts: np.ndarray | None = None, count: int = 1) -> list[bytes]:
-        """One payload per part; ``parts [h,w]`` numbers each position's part (default: one part)."""
+    def encode(
+        self, grid: np.ndarray, parts: np.ndarray | None = None, count: int = 1, anchor: np.ndarray | None = None
+    ) -> list[bytes]:
+        """One payload per part; ``parts [h,w]`` numbers each position's part (default: one part).
+        ``anchor [h,w]`` (a mixed-granularity grid, :mod:`vqcodec.codec.granularity`): only the
+        positions that are their own anchor are coded, and a copy must share its anchor's part."""
         grid = np.asarray(grid, dtype=np.int64)
         parts = np.zeros(grid.shape, dtype=np.int64) if parts is None else parts
         if grid.size and (grid.min() < 0 or grid.max() >= self.prior.size):
             raise ValueError(f"symbols must lie in [0, {self.prior.size})")
         if self.context is not None:
-            return self.context.encode(grid, parts, count)
-        return [encode_symbols(grid[parts == k], self.prior) for k in range(count)]
+            return self.context.encode(grid, parts, count, anchor)
+        coded = coded_positions(anchor, grid.shape)
+        return [encode_symbols(grid[(parts == k) & coded], self.prior) for k in range(count)]
 
-    def decode(self, payloads: list[bytes | None], parts: np.ndarray) -> tuple[np.ndarray, list[bool]]:
-        """``(grid int64 [h,w], decoded?)`` per part; a missing (None) or undecodable part's positions are 0."""
+    def decode(
+        self, payloads: list[bytes | None], parts: np.ndarray, anchor: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[bool]]:
+        """``(grid int64 [h,w], decoded?)`` per part; a missing (None) or undecodable part's
+        positions are 0. ``anchor``: as in :meth:`encode`; copies take their anchor's index."""
         if self.context is not None:
-            return self.context.decode(payloads, parts)
+            return self.context.decode(payloads, parts, anchor)
+        coded = coded_positions(anchor, parts.shape)
         grid = np.zeros(parts.shape, dtype=np.int64)
         ok = []
         for k, data in enumerate(payloads):
-            where = parts == k
+            where = (parts == k) & coded
             try:
                 if data is not None:
                     grid[where] = decode_symbols(data, int(where.sum()), self.prior)
             except BitstreamError:
                 data = None
             ok.append(data is not None)
+        if anchor is not None:
+            grid = grid.reshape(-1)[anchor.reshape(-1)].reshape(grid.shape)
         return grid, ok
 
     @property

@@ -232,7 +232,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:40, 0:57]
     photo = (np.stack([xx * 4, yy * 6, (xx + yy) * 2], axis=-1) % 256).astype(np.uint8)
-    base = codec.encode(photo, level=16, entropy="static").data
+    base = codec.encode(photo, level=16, entropy="static", granularity="16").data
     head, payload = container.unpack(base)
     fixed = _layout(base)[0]
 
@@ -248,9 +248,10 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
 
     c = {
         "ok--level16-57x40.vqc": base,
-        "ok--level4-1x1.vqc": codec.encode(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), level=4, entropy="static").data,
+        "ok--level4-1x1.vqc": codec.encode(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), level=4, entropy="static",
+                                           granularity="16").data,
         "ok--level64-33x17.vqc": codec.encode(rng.integers(0, 256, (17, 33, 3), dtype=np.uint8), level=64,
-                                              entropy="static").data,
+                                              entropy="static", granularity="16").data,
         "ok--empty-payload.vqc": with_payload(base, b""),
         "ok--random-payload.vqc": with_payload(base, bytes(range(7, 40))),
         "BitstreamError--tall-1-pixel-wide-at-the-limit.vqc": sized(1, MAX_PIXELS),
@@ -265,7 +266,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--bitflip-width.vqc": flip(base, fixed + header_fields(PLAIN)["width"][0], 4),
         "BitstreamError--bitflip-payload.vqc": flip(base, len(base) - 6, 0x80),
         "BitstreamError--bitflip-crc.vqc": flip(base, len(base) - 1),
-        "UnsupportedVersionError--version-4.vqc": patch(base, VERSION_AT, b"\x04"),
+        "UnsupportedVersionError--version-5.vqc": patch(base, VERSION_AT, b"\x05"),
         "any--version-2-on-a-version-1-body.vqc": patch(base, VERSION_AT, b"\x02"),
         "UnsupportedVersionError--version-255.vqc": patch(base, VERSION_AT, b"\xff"),
         "BitstreamError--version-0.vqc": patch(base, VERSION_AT, b"\x00"),
@@ -303,23 +304,23 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
     for cut in (VERSION_AT, ID_LENGTH_AT, ID_AT, fixed, fixed + 8, fixed + PLAIN.size, len(base) - 5, len(base) - 1):
         c[f"BitstreamError--truncated-at-{cut}.vqc"] = base[:cut]
     # version 2: the coded-size extension record (type, length, width, height) ends the header
-    resized = codec.encode(photo, level=16, scale=0.5, entropy="static").data
+    resized = codec.encode(photo, level=16, scale=0.5, entropy="static", granularity="16").data
     record = _head_end(resized) - container.RECORD.size - container.CODED_SIZE.size
     resized_head, resized_payload = container.unpack(resized)
     c.update({
         "ok--resized-57x40-from-28x20.vqc": resized,
-        "ok--resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="static").data,
+        "ok--resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="static", granularity="16").data,
         "ok--resized-empty-payload.vqc": with_payload(resized, b""),
         "BitstreamError--resized-coded-size-0.vqc": patch(resized, record + container.RECORD.size, bytes(8)),
-        "BitstreamError--resized-coded-larger-than-image.vqc": container.pack(
-            dataclasses.replace(resized_head, coded_width=58, grid_width=4), resized_payload),
+        "BitstreamError--resized-coded-larger-than-image.vqc": patch(container.pack(  # in version 2
+            dataclasses.replace(resized_head, coded_width=58, grid_width=4), resized_payload), VERSION_AT, b"\x02"),
         "BitstreamError--resized-extension-unknown-type.vqc": patch(resized, record, b"\x09"),
         "BitstreamError--resized-extension-record-length-max.vqc": patch(resized, record + 1, b"\xff\xff"),
         "BitstreamError--resized-extension-bytes-max.vqc": patch(resized, record - 2, b"\xff\xff"),
         "BitstreamError--resized-extension-bytes-0.vqc": patch(resized, record - 2, b"\x00\x00"),
     })
     # packetized files: the header must be intact; damaged or missing packets are restored
-    packed = codec.encode(photo, level=16, packets=4, entropy="static").data
+    packed = codec.encode(photo, level=16, packets=4, entropy="static", granularity="16").data
     head_end = fixed + PACKETIZED.size + CRC.size
     first_end = next(_packets(packed, head_end))[1]
     sync, _, length = container.PACKET_HEAD.unpack_from(packed, head_end)
@@ -338,14 +339,15 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--packetized-truncated-header.vqc": packed[: head_end - 2],
     })
     # version 3: the context entropy model, named by its fingerprint in extension record 2
-    ctx = codec.encode(photo, level=16, entropy="context").data
+    ctx = codec.encode(photo, level=16, entropy="context", granularity="16").data
     ctx_head, ctx_payload = container.unpack(ctx)
     ctx_record = _head_end(ctx) - container.RECORD.size - container.FINGERPRINT_BYTES
     c.update({
         "ok--context-level16-57x40.vqc": ctx,
         "ok--context-level64-33x17.vqc": codec.encode(np.random.default_rng(1).integers(0, 256, (17, 33, 3), dtype=np.uint8),
-                                                      level=64, entropy="context").data,
-        "ok--context-resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="context").data,
+                                                      level=64, entropy="context", granularity="16").data,
+        "ok--context-resized-packetized-3.vqc": codec.encode(photo, level=16, scale=0.5, packets=3, entropy="context",
+                                                             granularity="16").data,
         "ok--context-empty-payload.vqc": with_payload(ctx, b""),
         "ok--context-random-payload.vqc": with_payload(ctx, bytes(range(3, 60))),
         "ModelMismatchError--context-other-tables.vqc": patch(ctx, ctx_record + container.RECORD.size, bytes(8)),
@@ -354,6 +356,23 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--context-id-without-record.vqc": edit(entropy_model=container.CONTEXT_ENTROPY_ID),
         "BitstreamError--context-record-in-version-2.vqc": patch(ctx, VERSION_AT, b"\x02"),
         "BitstreamError--context-record-length-7.vqc": patch(ctx, ctx_record + 1, b"\x07\x00"),
+    })
+    # version 4: a granularity map in extension record 3, and coded sizes above the image's
+    tiled = np.tile(photo, (2, 2, 1))
+    mixed = codec.encode(tiled, level=16, lam=0.0).data
+    mixed_head = container.read_header(mixed)
+    map_record = _head_end(mixed) - len(mixed_head.granularity_map) - container.RECORD.size
+    c.update({
+        "ok--mixed-level16-114x80.vqc": mixed,
+        "ok--mixed-static-packetized-4.vqc": codec.encode(tiled, level=16, lam=0.0, entropy="static", packets=4).data,
+        "ok--mixed-upscaled-1.25.vqc": codec.encode(tiled, level=16, lam=0.0, scale=1.25).data,
+        "ok--mixed-map-all-ones.vqc": patch(mixed, map_record + container.RECORD.size, b"\xff" * len(mixed_head.granularity_map)),
+        "ok--mixed-empty-payload.vqc": with_payload(mixed, b""),
+        "BitstreamError--granularity-record-in-version-3.vqc": patch(mixed, VERSION_AT, b"\x03"),
+        "BitstreamError--granularity-record-length-0.vqc": patch(mixed, map_record + 1, b"\0\0"),
+        "BitstreamError--upscaled-in-version-2.vqc": patch(codec.encode(photo, level=16, scale=1.5, granularity="16").data,
+                                                           VERSION_AT, b"\x02"),
+        "BitstreamError--coded-size-over-twice-the-image.vqc": edit(coded_width=3 * head.width, coded_height=head.height),
     })
     # entropy target: u16 count, prior selector, payload (see Targets.entropy)
     c["ok--entropy-300-symbols.sym"] = struct.pack("<HB", 300, 3) + encode_symbols(rng.integers(0, 64, 300), StaticPrior.uniform(64))
