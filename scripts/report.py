@@ -127,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     plot_rd.main(plot_args)
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")
+    if levels:
+        shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")
     sheet = out / f"sheet_{Path(args.sheet_image).stem}_L{sheet_level}.png"
     readme = Path(args.readme).resolve()
     rel = Path(os.path.relpath(img, readme.parent)).as_posix()
     counted = [e["images"] for e in summary if e["codec"].startswith("vqcodec")]
     note = f"Mean over {max(counted)} images; the command: `python scripts/report.py --data {args.data} --name {args.name}"
-    note += "".join(f" {a}" for a in rest) + "`. " + METRIC_NOTE + "\n\n"
+    shown = [a for i, a in enumerate(rest) if a != "--limit" and (i == 0 or rest[i - 1] != "--limit")]  # a rerun's
+    note += "".join(f" {a}" for a in shown) + (f" --baseline {args.baseline}" if args.baseline else "") + "`. "
+    note += METRIC_NOTE + "\n\n"
     if levels:
         block = f"{note}{table(summary)}\n\n![RD curves on {args.name}]({rel}/rd_{args.name}.png)\n"
         if sheet.exists():
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             base = json.loads((ROOT / "results" / args.baseline / "summary.json").read_text())
             rc_block += f"\nAgainst `{args.baseline}` (same images and targets):\n\n{versus(summary, base)}\n"
+            ours = [e for e in summary if _rc(e) and (e["codec"].startswith("vqcodec") or "resample" in e["codec"])]
+            theirs = [{**e, "codec": f"{e['codec']} ({args.baseline})"} for e in base if _rc(e) and e["codec"].startswith("vqcodec")]
+            plot_rd.plot_curves(ours + theirs, img / f"rd_{args.name}.png", f"{args.name} against {args.baseline}")
+            rc_block += f"\n![{args.name} against {args.baseline}]({rel}/rd_{args.name}.png)\n"
         replace_block(readme, f"{args.name}_rc", rc_block, after=args.name)
     print(f"updated {readme} ({args.name}{f', {args.name}_rc' if any(_rc(e) for e in summary) else ''})")
     return 0
