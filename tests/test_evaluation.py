@@ -190,3 +190,27 @@ def test_packet_loss_mask_loses_the_packets_simulate_loss_drops(packets, fractio
     layout = container.packet_assignment(*grid, packets)
     known = packet_loss_mask(grid, packets, fraction, seed)
     assert known.shape == grid and torch.equal(known, torch.from_numpy(~np.isin(layout, sorted(lost))))
+
+
+def test_rate_control_only_runs_compare_granularities(tmp_path, tiny_model_path, mock_squeezenet):
+    """`--levels` with no value skips the fixed levels; `--granularity` picks the grid; report.versus
+    sets two runs side by side, target by target."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _photo(160, 144, i).save(data / f"img{i}.png")
+    evaluate, report = load_script("evaluate"), load_script("report")
+    summaries = {}
+    for granularity in ("16", "adaptive"):
+        out = tmp_path / granularity
+        assert evaluate.main(["--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--levels",
+                              "--bpp-targets", "0.05", "--codecs", "", "--workers", "1", "--threads", "1",
+                              "--granularity", granularity]) == 0
+        rows = list(csv.DictReader(open(out / "per_image.csv")))
+        assert len(rows) == 2 and all(r["rc_target"] == "0.05" for r in rows)
+        if granularity == "16":  # (adaptive rate control may also pick a fixed-grid file)
+            assert all(not container.read_header(f.read_bytes()).granularity_map for f in (out / "files").iterdir())
+        summaries[granularity] = json.loads((out / "summary.json").read_text())
+    table = report.versus(summaries["adaptive"], summaries["16"])
+    ours, base = (next(e for e in summaries[g] if e["codec"].startswith("vqcodec")) for g in ("adaptive", "16"))
+    assert table.count("\n") == 2 and f"{ours['psnr'] - base['psnr']:+.2f}" in table.splitlines()[2]
