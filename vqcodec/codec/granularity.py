@@ -27,6 +27,7 @@ import constriction
 import numpy as np
 
 from ..entropy.coder import decoder_for, finish
+from ..entropy.context import spread  # noqa: F401  (re-exported: the one copy-over-anchor helper)
 from ..errors import BitstreamError
 
 BLOCK = 4  # positions per side of the largest token
@@ -57,11 +58,6 @@ def anchors(gmap: np.ndarray, height: int, width: int) -> np.ndarray:
     r = np.arange(height)[:, None]
     c = np.arange(width)[None, :]
     return (r // g * g) * width + c // g * g
-
-
-def spread(grid: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """Every position takes its anchor's value (a coarse token over its square)."""
-    return np.asarray(grid).reshape(-1)[anchor.reshape(-1)].reshape(anchor.shape)
 
 
 def shares(gmap: np.ndarray, height: int, width: int) -> dict[int, float]:

@@ -108,9 +108,9 @@ def encode_within(
     if granularity != "adaptive":
         return winner
     at = min(range(len(SCALES)), key=lambda i: abs(coded_size(width, height, SCALES[i])[0] - winner.header.coded_size[0]))
-    level = winner.header.level
-    finer = [v for v in levels if v > level][:1]
-    points = [(SCALES[i], level) for i in range(at, max(-1, at - UPSCALES - 1), -1)] + [(SCALES[at], v) for v in finer]
+    won = winner.header.level
+    finer = [v for v in levels if v > won][:1]
+    points = [(SCALES[i], won) for i in range(at, max(-1, at - UPSCALES - 1), -1)] + [(SCALES[at], v) for v in finer]
     for scale, level in points:
         file = _adaptive(codec, image, budget, coded_size(width, height, scale), level, packets, packet_bytes, entropy)
         if file is not None:

@@ -196,6 +196,11 @@ def coded_positions(anchor: np.ndarray | None, shape: tuple[int, int]) -> np.nda
     return anchor == np.arange(anchor.size).reshape(shape)
 
 
+def spread(grid: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Every position takes its anchor's value (a coarse token over its square)."""
+    return np.asarray(grid).reshape(-1)[anchor.reshape(-1)].reshape(anchor.shape)
+
+
 def _probabilities(freq: np.ndarray) -> np.ndarray:
     return freq / freq.sum(1, keepdims=True).astype(np.float64)
 
@@ -258,7 +263,6 @@ class ContextCoder:
         shape = parts.shape
         stages = stage_map(*shape)
         coded = coded_positions(anchor, shape)
-        source = None if anchor is None else torch.from_numpy(anchor.reshape(-1))
         grid = torch.zeros((1, *shape), dtype=torch.int64)
         ok = [p is not None for p in payloads]
         decoders = {}
@@ -284,6 +288,6 @@ class ContextCoder:
                         grid[0][torch.from_numpy(parts == k)] = 0
                         continue
                     grid.view(-1)[torch.from_numpy(where)] = torch.from_numpy(np.asarray(symbols, dtype=np.int64))
-                if source is not None:
-                    grid.view(-1)[:] = grid.view(-1)[source]
+                if anchor is not None:
+                    grid[0] = torch.from_numpy(spread(grid[0].numpy(), anchor))
         return grid[0].numpy(), ok

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import BitstreamError, ModelMismatchError, VQCodecError
 from .coder import decode_symbols, encode_symbols
-from .context import ContextCoder, ContextTables, coded_positions
+from .context import ContextCoder, ContextTables, coded_positions, spread
 from .prior import StaticPrior
 
 UNIFORM = 0  #: every code of the level equally likely
@@ -72,9 +72,7 @@ class EntropyModel:
             except BitstreamError:
                 data = None
             ok.append(data is not None)
-        if anchor is not None:
-            grid = grid.reshape(-1)[anchor.reshape(-1)].reshape(grid.shape)
-        return grid, ok
+        return (grid if anchor is None else spread(grid, anchor)), ok
 
     @property
     def most_probable(self) -> int:
