@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--disc-weight", type=float, default=0.1, help="scale of the adaptive adversarial weight")
     p.add_argument("--train-only", choices=["decoder"],
                    help="train only the decoder side (encoder and codebook frozen: existing files keep their meaning)")
+    p.add_argument("--deployed-inputs", action="store_true",
+                   help="with --train-only decoder: decode what files carry (random levels, coarse tokens)")
     p.add_argument("--l1-weight", type=float, default=1.0)
     p.add_argument("--mse-weight", type=float, default=0.0, help="weight of an MSE fidelity term")
     p.add_argument("--perceptual-weight", type=float, default=1.0, help="weight of LPIPS-Squeeze")
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight, l1_weight=args.l1_weight,
                         mse_weight=args.mse_weight, perceptual_weight=args.perceptual_weight),
         init_model=args.init_model, num_workers=args.workers, train_only=args.train_only,
+        deployed_inputs=args.deployed_inputs,
     )
     ckpt = train(cfg, model_cfg)
     if args.export and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 alone has last.pt on every layout

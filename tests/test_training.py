@@ -1,6 +1,7 @@
 """The training loop and level building on a tiny model and a few generated photos."""
 
 import json
+import random
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from PIL import Image
 
 from vqcodec import Codec
 from vqcodec.models import VQGAN
+from vqcodec.testing.models import skewed_priors, tiny_model
 from vqcodec.training.data import RandomCrops
+from vqcodec.training.inputs import deployed_codes, sample_map
 from vqcodec.training.levels import index_counts, keep_finetuned, kmeans_codebook, priors_from_counts
 from vqcodec.training.loop import TrainingRun
 from vqcodec.training.losses import LossConfig
@@ -201,3 +204,37 @@ def test_training_run_checkpoints_averages_and_budget(tmp_path):
     assert not run.should_stop(1)
     run.started -= 61
     assert run.should_stop(1) and not run.should_stop(1, agree=lambda local: False)
+
+
+def test_deployed_codes_are_level_codes_with_coarse_tokens_where_the_latent_is_flat():
+    model = tiny_model(levels=(16, 4))
+    x = torch.rand(2, 3, 64, 64)
+    x[0] = 0.5  # flat: every square merges at any λ
+    seen = set()
+    for seed in range(12):
+        rng = random.Random(seed)
+        codes, indices = deployed_codes(model, x, rng)
+        level = random.Random(seed).choice(model.levels)
+        seen.add(level)
+        assert indices.shape == (2, 4, 4) and int(indices.max()) < level
+        assert torch.equal(codes, model.indices_to_codes(indices, level))
+    assert seen == set(model.levels)
+    flat = np.zeros((4, 4))
+    flat_map = sample_map({1: flat + 1.0, 2: flat + 1.0, 4: flat + 1.0}, random.Random(1))
+    assert (flat_map == 16).all() or not flat_map.any()  # all coarse, or the plain f16 grid
+    busy = sample_map({1: flat, 2: flat + 100.0, 4: flat + 100.0}, random.Random(1))
+    assert not busy.any()  # merging would cost more error than any λ saves
+
+
+def test_deployed_inputs_train_the_decoder_alone_from_a_model_with_levels(tmp_path, photo_dir, mock_squeezenet):
+    start = tiny_model(levels=(16, 4))
+    save_model(tmp_path / "start.safetensors", start, skewed_priors(start))
+    cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=2, batch_size=2, crop=64,
+                      init_model=str(tmp_path / "start.safetensors"), train_only="decoder", deployed_inputs=True,
+                      loss=LossConfig(mse_weight=10.0, perceptual_weight=0.0))
+    trained = load_checkpoint_model(train(cfg, start.config), ema=False).state_dict()
+    before = load_model(tmp_path / "start.safetensors").model.state_dict()
+    assert all(torch.equal(trained[k], before[k]) for k in before if k.startswith(("encoder.", "quantize.")))
+    assert any(not torch.equal(trained[k], before[k]) for k in before if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="deployed_inputs"):
+        train(TrainConfig(data=str(photo_dir), out=str(tmp_path / "bad"), deployed_inputs=True), start.config)

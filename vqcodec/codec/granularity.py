@@ -23,12 +23,14 @@ its error plus λ × its bits is the lower.
 
 from __future__ import annotations
 
-import constriction
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ..entropy.coder import decoder_for, finish
+from ..entropy.coder import AdaptiveFlags, FlagReader, FlagWriter
 from ..entropy.context import spread  # noqa: F401  (re-exported: the one copy-over-anchor helper)
 from ..errors import BitstreamError
+from ..models.vqgan import VQGAN
 
 BLOCK = 4  # positions per side of the largest token
 WHOLE = 16  # the map symbol of a block coded as one token
@@ -67,21 +69,6 @@ def shares(gmap: np.ndarray, height: int, width: int) -> dict[int, float]:
 
 
 # -- the map's entropy coding -----------------------------------------------------------------
-class _Flags:
-    """Adaptive binary models: per context, integer counts that start at 1 and grow by 2 per
-    flag seen (the Krichevsky–Trofimov estimator, in integers so every machine agrees)."""
-
-    def __init__(self, contexts: int) -> None:
-        self.counts = np.ones((contexts, 2), dtype=np.int64)
-
-    def model(self, context: int) -> constriction.stream.model.Categorical:
-        counts = self.counts[context]
-        return constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
-
-    def update(self, context: int, flag: int) -> None:
-        self.counts[context, flag] += 2
-
-
 def _walk(source: np.ndarray, code) -> np.ndarray:
     """Visit the map's flags in order, block by block: the block's whole flag, then (when not
     whole) its four quarter flags. ``code(flags, context, flag)`` codes one flag of ``source``
@@ -90,7 +77,7 @@ def _walk(source: np.ndarray, code) -> np.ndarray:
     shape = source.shape
     whole = np.zeros((shape[0] + 1, shape[1] + 1), dtype=np.int64)  # padded by one row and column
     merged = np.zeros((2 * shape[0] + 1, 2 * shape[1] + 1), dtype=np.int64)  # quarters, padded
-    flags = (_Flags(3), _Flags(3))
+    flags = (AdaptiveFlags(3), AdaptiveFlags(3))
     gmap = np.zeros(shape, dtype=np.uint8)
     for i in range(shape[0]):
         for j in range(shape[1]):
@@ -110,33 +97,19 @@ def _walk(source: np.ndarray, code) -> np.ndarray:
 
 
 def encode_map(gmap: np.ndarray) -> bytes:
-    """The map ``[bh,bw]`` (symbols 0…16) → bytes."""
+    """The map ``[bh,bw]`` (symbols 0…16) → bytes (never empty: an empty record means "no map")."""
     gmap = np.asarray(gmap)
     if gmap.size and (gmap.min() < 0 or gmap.max() >= SYMBOLS):
         raise ValueError(f"map symbols must lie in [0, {SYMBOLS})")
-    encoder = constriction.stream.queue.RangeEncoder()
-
-    def code(flags: _Flags, context: int, flag: int) -> int:
-        flag = int(flag)
-        encoder.encode(flag, flags.model(context))
-        flags.update(context, flag)
-        return flag
-
-    _walk(gmap, code)
-    return finish(encoder) or b"\0"  # never empty: an empty record would mean "no map"
+    writer = FlagWriter()
+    _walk(gmap, writer)
+    return writer.finish()
 
 
 def decode_map(data: bytes, height: int, width: int) -> np.ndarray:
     """Bytes → the map of a ``height × width`` grid. Raises :class:`BitstreamError` on bad data."""
     try:
-        decoder = decoder_for(data)
-
-        def code(flags: _Flags, context: int, _: int) -> int:
-            flag = int(decoder.decode(flags.model(context)))
-            flags.update(context, flag)
-            return flag
-
-        return _walk(np.zeros(block_shape(height, width), dtype=np.uint8), code)
+        return _walk(np.zeros(block_shape(height, width), dtype=np.uint8), FlagReader(data))
     except Exception as exc:  # constriction reports bad data with assorted built-in exceptions
         raise BitstreamError(f"granularity map is invalid: {exc}") from None
 
@@ -173,6 +146,19 @@ def choose(errors: dict[int, np.ndarray], bits: dict[int, np.ndarray], lam: floa
     mask = merged.astype(np.int64)
     symbols = mask[0::2, 0::2] | mask[0::2, 1::2] << 1 | mask[1::2, 0::2] << 2 | mask[1::2, 1::2] << 3
     return np.where(whole, WHOLE, symbols).astype(np.uint8)
+
+
+def quantize(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Nearest codes of ``z [B,D,h,w]`` at every granularity: ``[B,3,h,w]`` (the order of
+    :data:`GRANULARITIES`). A coarse token is the code nearest to the mean latent of its square,
+    repeated over it."""
+    h, w = z.shape[-2:]
+    out = []
+    for side in GRANULARITIES:
+        pooled = F.avg_pool2d(F.pad(z, (0, -w % side, 0, -h % side), mode="replicate"), side)
+        codes = VQGAN.nearest_code(pooled, codebook)
+        out.append(codes.repeat_interleave(side, 1).repeat_interleave(side, 2)[:, :h, :w])
+    return torch.stack(out, 1)
 
 
 def mixed(grids: dict[int, np.ndarray], gmap: np.ndarray) -> np.ndarray:

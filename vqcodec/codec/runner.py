@@ -110,19 +110,12 @@ class ModelRunner:
         return self.encode_levels(images, [level])[level]
 
     def _quantize(self, z: torch.Tensor, level: int, granular: bool) -> torch.Tensor:
-        """Nearest codes of ``z [B,D,h,w]``: ``[B,h,w]``, or with ``granular`` ``[B,3,h,w]`` at
-        granularities 1, 2 and 4 (:mod:`.granularity`): a coarse token is the code nearest to the
-        mean latent of its square, repeated over it."""
+        """Nearest codes of ``z [B,D,h,w]``: ``[B,h,w]``, or with ``granular`` ``[B,3,h,w]``
+        (:func:`.granularity.quantize`)."""
         codebook = self.codebook(level)
         if not granular:
             return VQGAN.nearest_code(z, codebook).cpu()
-        h, w = z.shape[-2:]
-        out = []
-        for side in granularity.GRANULARITIES:
-            pooled = F.avg_pool2d(F.pad(z, (0, -w % side, 0, -h % side), mode="replicate"), side)
-            codes = VQGAN.nearest_code(pooled, codebook)
-            out.append(codes.repeat_interleave(side, 1).repeat_interleave(side, 2)[:, :h, :w])
-        return torch.stack(out, 1).cpu()
+        return granularity.quantize(z, codebook).cpu()
 
     def _tiled(self, h: int, w: int, tile: int) -> bool:
         """Whether an ``h×w`` token grid is processed in tiles: more than one tile, on a backbone

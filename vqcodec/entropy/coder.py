@@ -30,6 +30,50 @@ def decoder_for(data: bytes) -> constriction.stream.queue.RangeDecoder:
     return constriction.stream.queue.RangeDecoder(np.frombuffer(padded, dtype="<u4").astype(np.uint32))
 
 
+class AdaptiveFlags:
+    """Adaptive binary models: per context, integer counts that start at 1 and grow by 2 per
+    flag seen (the Krichevsky–Trofimov estimator, in integers so every machine agrees)."""
+
+    def __init__(self, contexts: int) -> None:
+        self.counts = np.ones((contexts, 2), dtype=np.int64)
+
+    def model(self, context: int) -> constriction.stream.model.Categorical:
+        counts = self.counts[context]
+        return constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
+
+    def update(self, context: int, flag: int) -> None:
+        self.counts[context, flag] += 2
+
+
+class FlagWriter:
+    """Codes binary flags under :class:`AdaptiveFlags`: ``writer(flags, context, flag)`` codes
+    ``flag`` and returns it, so one walk over a structure serves encoder and decoder alike."""
+
+    def __init__(self) -> None:
+        self.encoder = constriction.stream.queue.RangeEncoder()
+
+    def __call__(self, flags: AdaptiveFlags, context: int, flag: int) -> int:
+        flag = int(flag)
+        self.encoder.encode(flag, flags.model(context))
+        flags.update(context, flag)
+        return flag
+
+    def finish(self) -> bytes:
+        return finish(self.encoder) or b"\0"  # never empty: an empty record would mean "absent"
+
+
+class FlagReader:
+    """The decoding twin of :class:`FlagWriter`: returns the flag it reads and ignores the one given."""
+
+    def __init__(self, data: bytes) -> None:
+        self.decoder = decoder_for(data)
+
+    def __call__(self, flags: AdaptiveFlags, context: int, _: int = 0) -> int:
+        flag = int(self.decoder.decode(flags.model(context)))
+        flags.update(context, flag)
+        return flag
+
+
 def encode_symbols(symbols: np.ndarray, prior: StaticPrior) -> bytes:
     """Symbols (any shape, values in ``[0, prior.size)``) → bytes."""
     flat = np.ascontiguousarray(np.asarray(symbols).reshape(-1), dtype=np.int32)

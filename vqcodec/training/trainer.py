@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from ..models import VQGAN, ModelConfig
 from ..weights import load_model
 from .data import RandomCrops, list_images
+from .inputs import deployed_codes
 from .loop import TrainingRun
 from .losses import LossConfig, VQLoss
 
@@ -57,6 +58,7 @@ class TrainConfig:
     init_model: str | None = None  # start a new run from an exported model's weights (fresh optimizer)
     num_workers: int = 0  # data-loading processes; a GPU needs several to stay busy
     train_only: str | None = None  # "decoder": encoder and codebook frozen, so the indices of old files keep their meaning
+    deployed_inputs: bool = False  # decoder only: decode random levels and granularity maps (.inputs)
 
 
 def load_taef2(model: VQGAN, folder: str | Path) -> None:
@@ -155,11 +157,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     np.random.seed(cfg.seed + rank)
 
     model = VQGAN(model_cfg)
+    init = load_model(cfg.init_model).model if cfg.init_model else None
+    if init is not None:  # level codebooks live outside the state dict: a resumed run needs them too
+        for size, codebook in init.level_codebooks.items():
+            model.add_level(codebook, init.level_overrides.get(size))
     if cfg.train_only == "decoder":
         for frozen in (model.encoder, model.quant_conv, model.quantize):
             frozen.requires_grad_(False)
     elif cfg.train_only is not None:
         raise ValueError(f"train_only must be None or 'decoder', not {cfg.train_only!r}")
+    if cfg.deployed_inputs and (cfg.train_only != "decoder" or world > 1):
+        raise ValueError("deployed_inputs trains the decoder alone (train_only='decoder'), in one process")
     pretrained = list(model.encoder.f8.parameters()) + list(model.decoder.f8.parameters()) if model_cfg.backbone == "taef2" else []
     pretrained_ids = {id(p) for p in pretrained}
     pretrained = [p for p in pretrained if p.requires_grad]
@@ -191,8 +199,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
         data.rng.seed(cfg.seed + rank + world * step)
         if rank == 0:
             log.info("resumed from %s at step %d", run.path, step)
-    elif cfg.init_model:
-        model.load_state_dict(load_model(cfg.init_model).model.state_dict())
+    elif init is not None:
+        model.load_state_dict(init.state_dict())
         log.info("initialised from %s", cfg.init_model)
     else:
         if model_cfg.backbone == "taef2" and cfg.taef2_dir:
@@ -233,7 +241,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     while step < cfg.steps:
         x = next(batches).to(device)
         with autocast:
-            xrec, qloss, idx = net(x)
+            if cfg.deployed_inputs:
+                codes, idx = deployed_codes(model, x, random.Random(cfg.seed * 1_000_003 + step))
+                xrec, qloss = model.decode_latent(codes), torch.zeros((), device=device)
+            else:
+                xrec, qloss, idx = net(x)
             xrec = xrec.float()
             with _frozen(criterion.discriminator):
                 loss, logs = criterion.generator_loss(x, xrec, qloss, step, model.last_layer())
