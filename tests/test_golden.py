@@ -74,6 +74,11 @@ MIXED_FILES = {  # format version 4: granularity maps, and an upscaled coded siz
     "mixed-upscaled": {"entropy": "context", "scale": 1.5},
 }
 
+TONE_FILES = {  # format version 5: a tone layer
+    "tone": {"entropy": "static", "granularity": "adaptive", "lam": 0.0},
+    "tone-packets": {"entropy": "static", "granularity": "16", "packets": 5},
+}
+
 
 def golden_mixed() -> np.ndarray:
     """:func:`golden_image` resized to 210×135 (bicubic): enough blocks for a varied granularity map."""
@@ -94,6 +99,19 @@ def test_mixed_granularity_files_are_pinned(codec, name):
     assert codec.encode(golden_mixed(), level=16, granularity="adaptive", lam=0.0, **MIXED_FILES[name]).data == data
     header = container.read_header(data)
     assert header.version == 4 and header.granularity_map
+    decoded = np.asarray(codec.decode(data), dtype=np.int16)
+    expected = np.asarray(Image.open(GOLDEN / f"{name}.png"), dtype=np.int16)
+    assert decoded.shape == expected.shape == (135, 210, 3)
+    assert np.abs(decoded - expected).max() <= 1
+
+
+@pytest.mark.parametrize("name", TONE_FILES)
+def test_tone_layer_files_are_pinned(codec, name):
+    """Version-5 files: the layer's bytes, and the picture with the layer applied."""
+    data = (GOLDEN / f"{name}.vqc").read_bytes()
+    assert codec.encode(golden_mixed(), level=16, tone="on", **TONE_FILES[name]).data == data
+    header = container.read_header(data)
+    assert header.version == 5 and header.tone
     decoded = np.asarray(codec.decode(data), dtype=np.int16)
     expected = np.asarray(Image.open(GOLDEN / f"{name}.png"), dtype=np.int16)
     assert decoded.shape == expected.shape == (135, 210, 3)
@@ -209,6 +227,15 @@ def _write_mixed() -> None:
     shipped.decode(data, realism=1.0).save(GOLDEN / "f16-1024-adaptive.png")
 
 
+def _write_tone() -> None:
+    """The version-5 golden files (written once, beside the older ones)."""
+    codec = Codec.from_pretrained(TINY_MODEL, device="cpu")
+    for name, options in TONE_FILES.items():
+        data = codec.encode(golden_mixed(), level=16, tone="on", **options).data
+        (GOLDEN / f"{name}.vqc").write_bytes(data)
+        codec.decode(data).save(GOLDEN / f"{name}.png")
+
+
 if __name__ == "__main__":
-    writers = {"context": _write_context, "mixed": _write_mixed}
+    writers = {"context": _write_context, "mixed": _write_mixed, "tone": _write_tone}
     sys.exit(writers[sys.argv[1]]() if sys.argv[1:] else _write())

@@ -22,7 +22,7 @@ def encode(
     image: ImageLike, level: int | None = None, model: str | Path | None = None, device: str = "auto", **options
 ) -> bytes:
     """Compress an image (PIL image, ``uint8 [H,W,3]`` array or path) to ``.vqc`` bytes; ``options``
-    as :meth:`Codec.encode` (``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``, ``entropy``, ``granularity``)."""
+    as :meth:`Codec.encode` (``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``, ``entropy``, ``granularity``, ``tone``)."""
     return _codec(str(model or DEFAULT_MODEL), device).encode(image, level=level, **options).data
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, corpus, registry
-from .codec import Codec, container, granularity
-from .codec.codec import DEFAULT_GRANULARITY, GRANULARITIES
+from .codec import Codec, container, granularity, tone
+from .codec.codec import DEFAULT_GRANULARITY, DEFAULT_TONE, GRANULARITIES, TONES
 from .codec.image_io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, as_rgb_array, encode_image_file, load_image
 from .codec.restore import DEFAULT_STEPS, METHODS
 from .entropy import CHOICES as ENTROPY_CHOICES
@@ -171,7 +171,7 @@ def _operating_point(args: argparse.Namespace) -> dict:
     """The encode options that pick the operating point and packetization."""
     return {"level": args.level, "scale": args.scale, "bpp": args.bpp, "max_bytes": args.max_bytes,
             "packets": args.packets, "packet_bytes": args.packet_bytes, "entropy": args.entropy,
-            "granularity": args.granularity}
+            "granularity": args.granularity, "tone": args.tone}
 
 
 def _shares(header: container.Header) -> str:
@@ -182,6 +182,16 @@ def _shares(header: container.Header) -> str:
     except BitstreamError as exc:
         return f"unreadable map ({exc})"
     return " ".join(f"{granularity.NAMES[g]} {share:.0%}" for g, share in shares.items())
+
+
+def _tone(header: container.Header) -> str:
+    """The tone layer's size and grid, as ``212 bytes, 64-pixel cells (3x24x16), steps 4/8``."""
+    try:
+        layer = tone.decode_layer(header.tone, header.width, header.height)
+    except BitstreamError as exc:
+        return f"unreadable ({exc})"
+    grid = "x".join(map(str, layer.values.shape))
+    return f"{len(header.tone)} bytes, {layer.block}-pixel cells ({grid}), steps {layer.steps[0]}/{layer.steps[1]}"
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -199,7 +209,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         h = encoded.header
         scale = f" at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else ""
         grain = f", {_shares(h)}" if h.granularity_map else ""
-        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp, level {h.level}{scale}{grain}"
+        tone_layer = f", tone layer {len(h.tone)} bytes" if h.tone else ""
+        return f"{src} -> {dst}: {len(encoded.data)} bytes, {encoded.bpp:.4f} bpp, level {h.level}{scale}{grain}{tone_layer}"
 
     return _run_batch(list(zip(inputs, outputs)), work, args.quiet or "-" in outputs)
 
@@ -260,6 +271,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"  entropy      {ENTROPY_NAMES.get(h.entropy_model, 'unknown')} (id {h.entropy_model})"
             + (f", tables {h.context_fingerprint.hex()}" if h.context_fingerprint else "") + "\n"
             f"  granularity  {_shares(h) + f' (map {len(h.granularity_map)} bytes)' if h.granularity_map else 'f16'}\n"
+            f"  tone layer   {_tone(h) if h.tone else 'none'}\n"
             f"{payload}\n"
             f"  file         {len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"
         )
@@ -313,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="adaptive: one token per 16, 32 or 64 coded pixels, chosen per region by rate-distortion "
                           "(encoding decodes the image three times to choose); 16: one token per 16 pixels everywhere "
                           f"(default: {DEFAULT_GRANULARITY})")
+    enc.add_argument("--tone", default=DEFAULT_TONE, choices=TONES,
+                     help="a tone layer: a coarse colour correction of the decode (tens to hundreds of bytes) that "
+                          "removes colour blotches on smooth areas. auto: rate control adds it when it beats spending "
+                          "its bytes on tokens (a fixed --level adds none); on: always; off: never "
+                          f"(default: {DEFAULT_TONE})")
     packets = enc.add_mutually_exclusive_group()
     packets.add_argument("--packets", type=int, metavar="N",
                          help="split the indices into N independently decodable, interleaved packets (loss-resilient)")

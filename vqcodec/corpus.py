@@ -62,7 +62,7 @@ class CorpusRun:
 def encode_corpus(src_dir: str | Path, out_dir: str | Path, run: CorpusRun = CorpusRun(), **encode_options) -> CorpusReport:
     """Encode every image under ``src_dir`` (recursively) to ``out_dir`` with the same relative
     paths and a ``.vqc`` suffix; ``encode_options`` are :meth:`Codec.encode`'s (``level``,
-    ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``, ``entropy``, ``granularity``)."""
+    ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``packet_bytes``, ``entropy``, ``granularity``, ``tone``)."""
     return _run(_Encoder, src_dir, out_dir, IMAGE_SUFFIXES, ".vqc", encode_options, run)
 
 

@@ -7,7 +7,7 @@
 
 Opening reads the header alone, so ``size`` and ``mode`` are known at once; ``load()`` (or any
 pixel access) decodes with the model named in the file, loaded once and cached. ``save`` takes
-``level``, ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``entropy``, ``granularity``, ``model`` and ``device``;
+``level``, ``scale``, ``bpp``, ``max_bytes``, ``packets``, ``entropy``, ``granularity``, ``tone``, ``model`` and ``device``;
 :func:`configure` sets the model (a registered name or a weights file), device and
 fidelity–realism setting that ``load`` and ``save`` use when not told otherwise. Bad files raise what Pillow users expect:
 ``UnidentifiedImageError`` from ``Image.open`` and ``OSError`` from ``load``, with vqcodec's message.
@@ -82,7 +82,7 @@ class VqcImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    keys = ("level", "scale", "bpp", "max_bytes", "packets", "entropy", "granularity", "model", "device")
+    keys = ("level", "scale", "bpp", "max_bytes", "packets", "entropy", "granularity", "tone", "model", "device")
     options = {**_defaults, **{k: im.encoderinfo[k] for k in keys if k in im.encoderinfo}}
     try:
         data = encode(im, **options)

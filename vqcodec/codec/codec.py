@@ -30,6 +30,7 @@ from ..models.realism import DecoderBlend
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
 from . import container, granularity, payload, rate
+from .tone import ToneLayer, apply_layer, decode_layer, encode_layer, layer_for
 from .image_io import (
     DEFAULT_MAX_PIXELS,
     ImageLike,
@@ -45,6 +46,8 @@ from .runner import ModelRunner
 GRANULARITIES = ("adaptive", "16")  #: what an encoder may ask for
 DEFAULT_GRANULARITY = "adaptive"
 DEFAULT_LAMBDA = 1.0  # a bit's worth, in units of the f16 grid's mean error per bit (see GranularChoices)
+TONES = ("auto", "on", "off")  #: tone layer: rate control's choice, always, never
+DEFAULT_TONE = "auto"
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ class Codec:
         entropy: str = "auto",
         granularity: str = DEFAULT_GRANULARITY,
         lam: float = DEFAULT_LAMBDA,
+        tone: str = DEFAULT_TONE,
     ) -> EncodedImage:
         """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`.
 
@@ -202,10 +206,14 @@ class Codec:
         (the context model for a plain file when one is loaded, the static prior for a packetized one).
         ``granularity``: "adaptive" (coarse tokens where they cost less than they lose; ``lam``, what
         a bit is worth, see :class:`GranularChoices`; rate control picks it itself) or "16" (one
-        token per 16 coded pixels).
+        token per 16 coded pixels). ``tone``: a tone layer (:mod:`.tone`) "auto" (rate control adds
+        one when it beats spending its bytes on tokens; a fixed operating point adds none), "on"
+        (always: rate control's best, or :data:`.rate.DEFAULT_TONE_LAYER` at a fixed point) or "off".
         """
         if granularity not in GRANULARITIES:
             raise VQCodecError(f"unknown granularity {granularity!r}; choose from {', '.join(GRANULARITIES)}")
+        if tone not in TONES:
+            raise VQCodecError(f"unknown tone setting {tone!r}; choose from {', '.join(TONES)}")
         if not lam >= 0:
             raise VQCodecError(f"lam must be at least 0, got {lam}")
         arr = as_rgb_array(image, self.max_pixels)
@@ -215,16 +223,25 @@ class Codec:
             if level is not None or scale is not None:
                 raise VQCodecError("give a level and scale, or a budget (bpp, max_bytes), not both")
             budget = rate.budget_bytes(width, height, bpp, max_bytes)
-            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy, granularity)
+            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy, granularity, tone)
         level = self.runner.level(level)
         size = rate.coded_size(width, height, scale)
         check_encodable(*size, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
         coded = image_to_uint8_tensor(arr if size == (width, height) else np.asarray(resample(arr, size)))
         if granularity == "16":
-            indices = self.runner.encode_indices(coded, level)[0].numpy()
-            return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy)
-        indices, gmap = self.granular_choices(coded, level).grid(lam)
-        return self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy, gmap)
+            indices, gmap = self.runner.encode_indices(coded, level)[0].numpy(), None
+        else:
+            indices, gmap = self.granular_choices(coded, level).grid(lam)
+        file = self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy, gmap)
+        if tone != "on":
+            return file
+        block, steps = rate.DEFAULT_TONE_LAYER
+        return self.with_tone(file, layer_for(arr, np.asarray(self.decode(file.data)), block, steps))
+
+    def with_tone(self, file: EncodedImage, layer: ToneLayer) -> EncodedImage:
+        """``file`` with ``layer`` in its header (its payload unchanged)."""
+        data = container.with_header(file.data, tone=encode_layer(layer))
+        return EncodedImage(data, container.read_header(data))
 
     def granular_choices(self, coded: torch.Tensor, level: int) -> GranularChoices:
         """A coded image's (``[1,3,H,W]``, uint8) index grids at every granularity, and each
@@ -315,7 +332,11 @@ class Codec:
                 indices = torch.from_numpy(granularity.spread(indices.numpy(), grid.anchor))
         coded_w, coded_h = header.coded_size
         image = self.runner.decode_indices(indices[None], header.level, realism)[0, :, :coded_h, :coded_w]
-        return DecodedImage(resample(tensor_to_image(image), (header.width, header.height)), report)
+        picture = resample(tensor_to_image(image), (header.width, header.height))
+        if header.tone:
+            layer = decode_layer(header.tone, header.width, header.height)
+            picture = Image.fromarray(apply_layer(np.asarray(picture), layer), "RGB")
+        return DecodedImage(picture, report)
 
     def restore_indices(
         self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = DEFAULT_STEPS

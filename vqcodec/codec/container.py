@@ -1,8 +1,8 @@
-"""The ``.vqc`` container, format versions 1 to 4. The spec is ``docs/bitstream.md``; keep both in sync.
+"""The ``.vqc`` container, format versions 1 to 5. The spec is ``docs/bitstream.md``; keep both in sync.
 
 A writer stamps the lowest version that can express the file: version 1 unless the header carries
 extensions (version 2: a coded size; version 3: a context model; version 4: a granularity map or
-a coded size larger than the image), so files without them stay byte-identical to version 1.
+a coded size larger than the image; version 5: a tone layer), so files without them stay byte-identical to version 1.
 
 All integers are little-endian. A plain file (flags 0)::
 
@@ -30,7 +30,8 @@ image resized to this size, and the decoder resizes back (Lanczos) to width × h
 adds type 2, the 8-byte fingerprint of the context model that coded the payload (entropy id 2).
 Version 4 adds type 3, the range-coded granularity map (:mod:`.granularity`): only the anchors of
 its tokens are in the payload. From version 4 the coded size may exceed the image, up to
-:data:`MAX_UPSCALE` times per side.
+:data:`MAX_UPSCALE` times per side. Version 5 adds type 4, the tone layer (:mod:`.tone`): a coarse
+correction of the decode's low frequencies, added after resizing to width × height.
 
 A packetized file (flags bit 0) has the same fields up to the entropy-model id, then the packet
 count K (u16), the extensions (version 2) and a CRC-32 of the header, then K packets that each decode on their own::
@@ -45,6 +46,7 @@ removes scattered indices that the restorer can infer from their surviving neigh
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -54,7 +56,7 @@ import numpy as np
 from ..errors import BitstreamError, UnsupportedVersionError
 
 MAGIC = b"\x89VQC"
-VERSION = 4  # the newest version this reader understands
+VERSION = 5  # the newest version this reader understands
 MAX_MODEL_ID = 64
 FLAG_PACKETIZED = 0x01
 KNOWN_FLAGS = FLAG_PACKETIZED
@@ -76,6 +78,7 @@ CONTEXT_ENTROPY_ID = 2  # the entropy-model id whose header carries a context-mo
 FINGERPRINT_BYTES = 8
 EXT_GRANULARITY = 3  # version 4
 MAX_UPSCALE = 2  # version 4: the coded size may be up to this many times the image's, per side
+EXT_TONE = 4  # version 5
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Header:
     coded_height: int = 0
     context_fingerprint: bytes = b""  # the context model's, for entropy id 2; empty otherwise
     granularity_map: bytes = b""  # the range-coded map of a mixed-granularity grid; empty: every token f16
+    tone: bytes = b""  # the coded tone layer (:mod:`.tone`); empty: none
 
     @property
     def packetized(self) -> bool:
@@ -118,6 +122,8 @@ class Header:
     @property
     def version(self) -> int:
         """The lowest format version that can express this header."""
+        if self.tone:
+            return 5
         if self.granularity_map or self.upscaled:
             return 4
         return 3 if self.context_fingerprint else 2 if self.resized else 1
@@ -181,6 +187,8 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
         records += RECORD.pack(EXT_CONTEXT_MODEL, FINGERPRINT_BYTES) + header.context_fingerprint
     if header.granularity_map:
         records += RECORD.pack(EXT_GRANULARITY, len(header.granularity_map)) + header.granularity_map
+    if header.tone:
+        records += RECORD.pack(EXT_TONE, len(header.tone)) + header.tone
     if len(records) > MAX_EXTENSION_BYTES:
         raise ValueError(f"header extensions of {len(records)} bytes exceed {MAX_EXTENSION_BYTES}")
     return head + EXTENSIONS.pack(len(records)) + records
@@ -213,6 +221,8 @@ def _parse_extensions(data: bytes, at: int, version: int) -> tuple[dict[str, int
             fields["context_fingerprint"] = data[at : at + size]
         elif kind == EXT_GRANULARITY and size >= 1 and version >= 4:
             fields["granularity_map"] = data[at : at + size]
+        elif kind == EXT_TONE and size >= 1 and version >= 5:
+            fields["tone"] = data[at : at + size]
         else:
             raise BitstreamError(f"unsupported header extension {kind} (written by a newer vqcodec?)")
         at += size
@@ -227,6 +237,18 @@ def pack(header: Header, payload: bytes) -> bytes:
         raise ValueError("use pack_packets for a packetized header")
     body = _header_bytes(header, len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def with_header(data: bytes, **changes) -> bytes:
+    """An intact file (plain or packetized, every packet present) with header fields changed; the
+    payloads are kept as they are, so only fields that do not change their meaning may change."""
+    stream = read(data)
+    header = dataclasses.replace(stream.header, **changes)
+    if not header.packetized:
+        return pack(header, stream.payload)
+    if stream.lost_packets:
+        raise ValueError("a packetized file needs every packet to be rewritten")
+    return pack_packets(header, [stream.packets[k] for k in range(header.packets)])
 
 
 def packet_assignment(grid_height: int, grid_width: int, packets: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import VQCodecError
 from ..metrics import psnr
+from . import tone
 from .container import MAX_UPSCALE
 from .image_io import image_to_tensor, image_to_uint8_tensor, resample
 
@@ -37,6 +38,13 @@ FIXED_SCALES = SCALES[3:]  # the f16 grid never gains from coding an upscaled im
 UPSCALES = 2  # scales above the fixed grid's that the adaptive search tries
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)  # relative: see GranularChoices
 FILL = 0.9  # a candidate must use this share of the budget, so the bytes asked for are spent
+TONE_BLOCKS = (32, 64)  # tone-layer cells rate control tries, in pixels of the image
+TONE_STEPS = ((2, 4), (3, 6), (4, 8), (6, 12), (10, 20), (16, 32))  # (luma, chroma), finest first
+TONE_MAX_CELLS = 65536  # per plane: larger grids would cost more than they could buy
+TONE_OVERHEAD = 5  # header bytes a tone record adds beside its value (record head, extension length)
+TONE_TRIES = 2
+DB_PER_DOUBLING = 1.5  # what doubling the tokens' bytes buys at these rates (Kodak and training photos)
+DEFAULT_TONE_LAYER = (32, (4, 8))  # (block, steps) of a tone layer at a fixed operating point
 
 
 def coded_size(width: int, height: int, scale: float | None) -> tuple[int, int]:
@@ -79,12 +87,13 @@ def _bisect(make: Callable[[int], EncodedImage], count: int, budget: int) -> tup
 
 def encode_within(
     codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None,
-    entropy: str = "auto", granularity: str = "16",
+    entropy: str = "auto", granularity: str = "16", tone_mode: str = "off",
 ) -> EncodedImage:
     """The best file of at most ``budget`` bytes for ``image`` (``uint8 [H,W,3]``)."""
     height, width = image.shape[:2]
     levels = sorted(codec.levels)
     candidates: list[EncodedImage] = []
+    shrink: dict[bytes, Callable[[int], EncodedImage | None]] = {}  # a candidate's point, at a smaller budget
     sizes_done: set[tuple[int, int]] = set()
     for scale in FIXED_SCALES:
         size = coded_size(width, height, scale)
@@ -99,23 +108,84 @@ def encode_within(
         best = _bisect(fixed, len(levels), budget)
         if best is not None:
             candidates.append(best[1])
+            shrink[best[1].data] = lambda b, fixed=fixed: _fit(_bisect(fixed, len(levels), b))
             if len(candidates[-1].data) < FILL * budget and any(len(c.data) >= FILL * budget for c in candidates):
                 break  # smaller scales only get smaller
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
     ranking = _Ranking(codec, image, budget)
     winner = ranking.best(candidates)
-    if granularity != "adaptive":
+    if granularity == "adaptive":
+        at = min(range(len(SCALES)), key=lambda i: abs(coded_size(width, height, SCALES[i])[0] - winner.header.coded_size[0]))
+        won = winner.header.level
+        finer = [v for v in levels if v > won][:1]
+        points = [(SCALES[i], won) for i in range(at, max(-1, at - UPSCALES - 1), -1)] + [(SCALES[at], v) for v in finer]
+        for scale, level in points:
+            make = _adaptive(codec, image, coded_size(width, height, scale), level, packets, packet_bytes, entropy)
+            file = _fit(_bisect(make, len(LAMBDAS), budget))
+            if file is not None:
+                candidates.append(file)
+                shrink[file.data] = lambda b, make=make: _fit(_bisect(make, len(LAMBDAS), b))
+        winner = ranking.best(candidates)
+    if tone_mode == "off":
         return winner
-    at = min(range(len(SCALES)), key=lambda i: abs(coded_size(width, height, SCALES[i])[0] - winner.header.coded_size[0]))
-    won = winner.header.level
-    finer = [v for v in levels if v > won][:1]
-    points = [(SCALES[i], won) for i in range(at, max(-1, at - UPSCALES - 1), -1)] + [(SCALES[at], v) for v in finer]
-    for scale, level in points:
-        file = _adaptive(codec, image, budget, coded_size(width, height, scale), level, packets, packet_bytes, entropy)
-        if file is not None:
-            candidates.append(file)
-    return ranking.best(candidates)
+    return _add_tone(codec, image, budget, winner, shrink[winner.data], ranking, tone_mode == "on")
+
+
+def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
+    return None if found is None else found[1]
+
+
+def _add_tone(
+    codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, shrink: Callable[[int], EncodedImage | None],
+    ranking: _Ranking, always: bool,
+) -> EncodedImage:
+    """``winner``, or a file of the same operating point with fewer tokens and a tone layer, if
+    that is closer to the image (with ``always``, the best file that has a tone layer).
+
+    Every tone option (:data:`TONE_BLOCKS` × :data:`TONE_STEPS`) is measured on the winner's
+    decode; the :data:`TONE_TRIES` with the best gain net of what their bytes would have bought
+    as tokens (:data:`DB_PER_DOUBLING`) are tried for real: the tokens shrink to leave room, the
+    layer is refitted to their decode, and the result is scored by its PSNR."""
+    height, width = image.shape[:2]
+    x = image_to_tensor(image)
+
+    def quality(decoded: np.ndarray) -> float:
+        return float(psnr(image_to_tensor(decoded), x)[0])
+
+    decoded = np.asarray(codec.decode(winner.data))
+    base = ranking.score(winner)
+    options = []
+    for block in TONE_BLOCKS:
+        if np.prod(tone.grid_shape(width, height, block)) > TONE_MAX_CELLS:
+            continue
+        correction = tone.fit(image, decoded, block)
+        for steps in TONE_STEPS:
+            layer = tone.quantize(correction, block, steps)
+            cost = len(tone.encode_layer(layer)) + TONE_OVERHEAD
+            if cost >= budget:
+                continue
+            gain = quality(tone.apply_layer(decoded, layer)) - base
+            options.append((gain - DB_PER_DOUBLING * math.log2(budget / (budget - cost)), block, steps, cost))
+    options.sort(reverse=True)
+    best, best_score = winner, -math.inf if always else base
+    for net, block, steps, cost in options[:TONE_TRIES]:
+        if net <= 0 and not always:
+            break
+        tokens = winner if len(winner.data) + cost <= budget else shrink(budget - cost - cost // 16)
+        if tokens is None:
+            continue
+        token_decode = decoded if tokens is winner else np.asarray(codec.decode(tokens.data))
+        correction = tone.fit(image, token_decode, block)
+        for coarser in TONE_STEPS[TONE_STEPS.index(steps):]:  # a refitted layer may need a coarser step to fit
+            layer = tone.quantize(correction, block, coarser)
+            file = codec.with_tone(tokens, layer)
+            if len(file.data) <= budget:
+                score = quality(tone.apply_layer(token_decode, layer))
+                if score > best_score and len(file.data) >= min(FILL * budget, len(winner.data)):
+                    best, best_score = file, score
+                break
+    return best
 
 
 class _Ranking:
@@ -139,17 +209,16 @@ class _Ranking:
 
 
 def _adaptive(
-    codec: Codec, image: np.ndarray, budget: int, size: tuple[int, int], level: int, packets: int | None,
+    codec: Codec, image: np.ndarray, size: tuple[int, int], level: int, packets: int | None,
     packet_bytes: int | None, entropy: str,
-) -> EncodedImage | None:
-    """The adaptive-granularity file at coded ``size`` and ``level`` with the smallest λ of
-    :data:`LAMBDAS` (the most fine tokens) that fits ``budget``, or None."""
+) -> Callable[[int], EncodedImage]:
+    """``make(k)``: the adaptive-granularity file at coded ``size`` and ``level`` with the k-th
+    smallest λ of :data:`LAMBDAS` counted from the largest (k grows → more fine tokens → a larger file)."""
     height, width = image.shape[:2]
     choices = codec.granular_choices(image_to_uint8_tensor(np.asarray(resample(image, size))), level)
 
-    def make(k: int) -> EncodedImage:  # k grows → λ falls → the file grows
+    def make(k: int) -> EncodedImage:
         indices, gmap = choices.grid(LAMBDAS[-1 - k])
         return codec.pack(indices, level, (width, height), size, packets, packet_bytes, entropy, gmap)
 
-    best = _bisect(make, len(LAMBDAS), budget)
-    return None if best is None else best[1]
+    return make

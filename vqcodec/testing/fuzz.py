@@ -266,7 +266,7 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--bitflip-width.vqc": flip(base, fixed + header_fields(PLAIN)["width"][0], 4),
         "BitstreamError--bitflip-payload.vqc": flip(base, len(base) - 6, 0x80),
         "BitstreamError--bitflip-crc.vqc": flip(base, len(base) - 1),
-        "UnsupportedVersionError--version-5.vqc": patch(base, VERSION_AT, b"\x05"),
+        "UnsupportedVersionError--version-6.vqc": patch(base, VERSION_AT, b"\x06"),
         "any--version-2-on-a-version-1-body.vqc": patch(base, VERSION_AT, b"\x02"),
         "UnsupportedVersionError--version-255.vqc": patch(base, VERSION_AT, b"\xff"),
         "BitstreamError--version-0.vqc": patch(base, VERSION_AT, b"\x00"),
@@ -373,6 +373,23 @@ def seed_corpus(codec: Codec) -> dict[str, bytes]:
         "BitstreamError--upscaled-in-version-2.vqc": patch(codec.encode(photo, level=16, scale=1.5, granularity="16").data,
                                                            VERSION_AT, b"\x02"),
         "BitstreamError--coded-size-over-twice-the-image.vqc": edit(coded_width=3 * head.width, coded_height=head.height),
+    })
+    # version 5: a tone layer in extension record 4
+    toned = codec.encode(photo, level=16, entropy="static", granularity="16", tone="on").data
+    tone_head = container.read_header(toned)
+    tone_record = _head_end(toned) - len(tone_head.tone) - container.RECORD.size
+    tone_value = tone_record + container.RECORD.size
+    c.update({
+        "ok--tone-layer.vqc": toned,
+        "ok--tone-layer-mixed-packetized-4.vqc": codec.encode(tiled, level=16, lam=0.0, packets=4, tone="on").data,
+        "BitstreamError--tone-values-all-ones.vqc": patch(toned, tone_value + 3, b"\xff" * (len(tone_head.tone) - 3)),
+        "ok--tone-block-256-step-255.vqc": patch(toned, tone_value, b"\x08\xff\xff"),
+        "BitstreamError--tone-record-in-version-4.vqc": patch(toned, VERSION_AT, b"\x04"),
+        "BitstreamError--tone-record-length-0.vqc": patch(toned, tone_record + 1, b"\0\0"),
+        "BitstreamError--tone-block-8.vqc": patch(toned, tone_value, b"\x03"),
+        "BitstreamError--tone-block-512.vqc": patch(toned, tone_value, b"\x09"),
+        "BitstreamError--tone-step-0.vqc": patch(toned, tone_value + 1, b"\x00"),
+        "BitstreamError--tone-truncated.vqc": container.pack(dataclasses.replace(head, tone=tone_head.tone[:3]), payload),
     })
     # entropy target: u16 count, prior selector, payload (see Targets.entropy)
     c["ok--entropy-300-symbols.sym"] = struct.pack("<HB", 300, 3) + encode_symbols(rng.integers(0, 64, 300), StaticPrior.uniform(64))
