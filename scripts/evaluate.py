@@ -12,8 +12,8 @@ pixels, header included) is the target for every classical codec, run two ways:
 With ``--realism R ...``, every vqcodec file is decoded at each fidelity–realism setting R (codec
 ``vqcodec:<model>@R<R>``); the files, and so the classical codecs' targets, are the same for all.
 
-``--granularity 16`` codes every vqcodec file with the fixed f16 grid instead of the adaptive map
-(write it to its own ``--out``).
+``--granularity 16`` codes every vqcodec file with the fixed f16 grid instead of the adaptive map,
+and ``--tone off`` without a tone layer (write each setting to its own ``--out``).
 
 With ``--bpp-targets X ...``, vqcodec also encodes every image with rate control,
 ``Codec.encode(image, bpp=X)`` (codec ``vqcodec-rc:<model>``, the target in ``rc_target``, the level
@@ -59,7 +59,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqcodec import Codec  # noqa: E402
-from vqcodec.codec.codec import DEFAULT_GRANULARITY, GRANULARITIES  # noqa: E402
+from vqcodec.codec.codec import DEFAULT_GRANULARITY, DEFAULT_TONE, GRANULARITIES, TONES  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor, load_image  # noqa: E402
 from vqcodec.errors import VQCodecError  # noqa: E402
 from vqcodec.evaluation.classical import Trials, available_codecs  # noqa: E402
@@ -160,7 +160,7 @@ def evaluate_image(job: Path | tuple[Path, bool, list[float]]) -> list[dict]:
         t0 = time.perf_counter()
         try:
             point = {"level": level} if rc_target is None else {"bpp": rc_target}
-            encoded = codec.encode(image, granularity=args.granularity, **point)
+            encoded = codec.encode(image, granularity=args.granularity, tone=args.tone, **point)
         except VQCodecError as e:  # a budget under every operating point: recorded, not reached
             if rc_target is None:
                 raise
@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
     p.add_argument("--granularity", choices=GRANULARITIES, default=DEFAULT_GRANULARITY,
                    help=f"vqcodec's token granularity (default {DEFAULT_GRANULARITY}); use one --out per setting")
+    p.add_argument("--tone", choices=TONES, default=DEFAULT_TONE,
+                   help=f"vqcodec's tone layer (default {DEFAULT_TONE}: rate control adds one when it wins; a fixed level adds none)")
     p.add_argument("--codecs", default="jpeg,webp,avif,heic,jxl",
                    help="classical codecs to compare, comma-separated ('' for none)")
     p.add_argument("--device", default="cpu")

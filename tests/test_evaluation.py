@@ -205,11 +205,14 @@ def test_rate_control_only_runs_compare_granularities(tmp_path, tiny_model_path,
         out = tmp_path / granularity
         assert evaluate.main(["--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--levels",
                               "--bpp-targets", "0.05", "--codecs", "", "--workers", "1", "--threads", "1",
-                              "--granularity", granularity]) == 0
+                              "--granularity", granularity, "--tone", "off" if granularity == "16" else "on"]) == 0
         rows = list(csv.DictReader(open(out / "per_image.csv")))
         assert len(rows) == 2 and all(r["rc_target"] == "0.05" for r in rows)
+        headers = [container.read_header(f.read_bytes()) for f in (out / "files").iterdir()]
         if granularity == "16":  # (adaptive rate control may also pick a fixed-grid file)
-            assert all(not container.read_header(f.read_bytes()).granularity_map for f in (out / "files").iterdir())
+            assert all(not h.granularity_map and not h.tone for h in headers)
+        else:
+            assert all(h.tone for h in headers)
         summaries[granularity] = json.loads((out / "summary.json").read_text())
     table = report.versus(summaries["adaptive"], summaries["16"])
     ours, base = (next(e for e in summaries[g] if e["codec"].startswith("vqcodec")) for g in ("adaptive", "16"))
