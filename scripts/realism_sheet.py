@@ -13,9 +13,10 @@ each classical codec at the highest quality and the best PSNR over downscales wh
 larger than vqcodec's (kept in ``--cache``: rerunning with other decoders does not search again).
 The label under each tile gives the codec, its downscale and its bpp.
 
-``--bpp X`` codes each photo with rate control instead, once per ``--granularity`` (adaptive, 16),
-and adds a tile with the adaptive file's granularity map drawn over its decode (blue: a token per
-64 coded pixels, yellow: per 32, red tint: per 16); the classical codecs match the largest file:
+``--bpp X`` codes each photo with rate control instead, once per ``--granularity`` (adaptive, 16)
+and ``--tone`` setting (auto, on, off), and adds a tile with each adaptive file's granularity map
+drawn over its decode (blue: a token per 64 coded pixels, yellow: per 32, red tint: per 16); the
+classical codecs match the largest file:
 
     python scripts/realism_sheet.py --data ../shared/data/kodak --out docs/img/granularity_kodak.jpg \
         --bpp 0.02 --granularity 16 adaptive --realism 0.5 --crop kodim04:200:60 --crop kodim23:280:0
@@ -94,22 +95,21 @@ def map_overlay(image: Image.Image, encoded: EncodedImage) -> Image.Image:
 
 
 def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
-             realism: list[float], codecs: list[ClassicalCodec], cache: Path, bpp: float | None = None,
-             granularities: list[str] = ("16",)) -> list[list[tuple[str, Image.Image]]]:
+             realism: list[float | None], codecs: list[ClassicalCodec], cache: Path, bpp: float | None = None,
+             granularities: list[str] = ("16",), tones: list[str] = ("auto",)) -> list[list[tuple[str, Image.Image]]]:
     """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec."""
     image = Image.open(path).convert("RGB")
     pixels = image.width * image.height
     tiles = [("original", image)]
     files = []
     for g in granularities:
-        point = {"bpp": bpp} if bpp is not None else {"level": level}
-        encoded = codec.encode(image, granularity=g, **point)
-        files.append(encoded)
-        name = "vqcodec" if len(granularities) == 1 else {"16": "vqcodec f16 grid", "adaptive": "vqcodec adaptive"}[g]
-        for r in realism:
-            tiles.append((f"{name} R={r:g} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
-        if g == "adaptive":
-            tiles.append(("adaptive: its token map", map_overlay(tiles[-1][1], encoded)))
+        for t in tones:
+            point = {"bpp": bpp} if bpp is not None else {"level": level}
+            encoded = codec.encode(image, granularity=g, tone=t, **point)
+            files.append(encoded)
+            name = " ".join(["vqcodec"] + ([{"16": "f16 grid", "adaptive": "adaptive"}[g]] if len(granularities) > 1 else [])
+                            + ([f"tone {'layer' if encoded.header.tone else 'none'}"] if len(tones) > 1 else []))
+            tiles += _decodes(codec, encoded, name, realism, with_map=g == "adaptive")
     trials = Trials(image)
     budget = max(len(f.data) for f in files)
     for classical in codecs:
@@ -119,6 +119,16 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
             rec = classical.decode(data).resize(image.size, Image.LANCZOS)
             tiles.append((f"{classical.name}+resample x{scale:g} {len(data) * 8 / pixels:.4f}", rec))
     return [[(label, im.crop((bx, by, bx + size, by + size))) for label, im in tiles] for bx, by in boxes]
+
+
+def _decodes(codec: Codec, encoded: EncodedImage, name: str, realism: list[float | None], with_map: bool) -> list[tuple[str, Image.Image]]:
+    tiles = []
+    for r in realism:
+        setting = "" if r is None else f" R={r:g}"
+        tiles.append((f"{name}{setting} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
+    if with_map and encoded.header.granularity_map:
+        tiles.append(("its token map", map_overlay(tiles[-1][1], encoded)))
+    return tiles
 
 
 def sheet(rows: list[list[tuple[str, Image.Image]]], size: int) -> Image.Image:
@@ -142,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bpp", type=float, help="rate control at this bpp instead of a level")
     p.add_argument("--granularity", nargs="+", default=["16"], choices=["16", "adaptive"],
                    help="token granularities to show (default: 16)")
+    p.add_argument("--tone", nargs="+", default=["auto"], choices=["auto", "on", "off"],
+                   help="tone-layer settings to show (default: auto)")
     p.add_argument("--realism", type=float, nargs="+", default=[0.0, 1.0], help="decoder settings to show")
     p.add_argument("--codecs", default="heic,avif", help="classical codecs, comma-separated")
     p.add_argument("--model", help="registered name or path (default: vqcodec-f16)")
@@ -163,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             raise SystemExit(f"--crop {spec!r}: expected STEM:X:Y") from None
     codec = Codec.from_pretrained(args.model, device="cpu", realism=args.realism_file or True)
+    realism = args.realism if codec.default_realism is not None else [None]  # a single-decoder model has no knob
     rows = []
     for path, where in tqdm(boxes.items(), unit="photo"):
-        rows += rows_for(codec, path, where, args.size, args.level, args.realism, codecs, Path(args.cache),
-                         args.bpp, args.granularity)
+        rows += rows_for(codec, path, where, args.size, args.level, realism, codecs, Path(args.cache),
+                         args.bpp, args.granularity, args.tone)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.size).save(args.out, quality=92)  # JPEG: small enough for the docs; PNG ignores it
     print(f"wrote {args.out}: {len(rows)} crops")

@@ -217,3 +217,18 @@ def test_rate_control_only_runs_compare_granularities(tmp_path, tiny_model_path,
     table = report.versus(summaries["adaptive"], summaries["16"])
     ours, base = (next(e for e in summaries[g] if e["codec"].startswith("vqcodec")) for g in ("adaptive", "16"))
     assert table.count("\n") == 2 and f"{ours['psnr'] - base['psnr']:+.2f}" in table.splitlines()[2]
+
+
+def test_sheet_shows_each_granularity_and_tone_setting_beside_the_original(tmp_path, tiny_model_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(160, 144, 0).save(data / "smooth.png")
+    sheet = load_script("realism_sheet")
+    out = tmp_path / "sheet.png"
+    assert sheet.main(["--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--bpp", "0.06",
+                       "--granularity", "adaptive", "--tone", "off", "on", "--realism", "1", "--codecs", "",
+                       "--size", "64", "--crop", "smooth:8:8", "--crop", "smooth:80:60"]) == 0
+    picture = Image.open(out)
+    # two rows; original + two files (+ each one's token map when it has coarse tokens)
+    assert picture.height == 2 * (64 + sheet.LABEL + 4)
+    assert 3 * (64 + 4) <= picture.width <= 5 * (64 + 4)
