@@ -99,10 +99,7 @@ def test_mixed_granularity_files_are_pinned(codec, name):
     assert codec.encode(golden_mixed(), level=16, granularity="adaptive", lam=0.0, **MIXED_FILES[name]).data == data
     header = container.read_header(data)
     assert header.version == 4 and header.granularity_map
-    decoded = np.asarray(codec.decode(data), dtype=np.int16)
-    expected = np.asarray(Image.open(GOLDEN / f"{name}.png"), dtype=np.int16)
-    assert decoded.shape == expected.shape == (135, 210, 3)
-    assert np.abs(decoded - expected).max() <= 1
+    _assert_decodes_to_its_picture(codec, data, name)
 
 
 @pytest.mark.parametrize("name", TONE_FILES)
@@ -112,6 +109,11 @@ def test_tone_layer_files_are_pinned(codec, name):
     assert codec.encode(golden_mixed(), level=16, tone="on", **TONE_FILES[name]).data == data
     header = container.read_header(data)
     assert header.version == 5 and header.tone
+    _assert_decodes_to_its_picture(codec, data, name)
+
+
+def _assert_decodes_to_its_picture(codec: Codec, data: bytes, name: str) -> None:
+    """Within one level of the stored picture: float rounding may differ between machines."""
     decoded = np.asarray(codec.decode(data), dtype=np.int16)
     expected = np.asarray(Image.open(GOLDEN / f"{name}.png"), dtype=np.int16)
     assert decoded.shape == expected.shape == (135, 210, 3)
