@@ -75,7 +75,7 @@ def fit(image: np.ndarray, decoded: np.ndarray, block: int) -> np.ndarray:
     partial = np.zeros((3, gh, width))
     for top in range(0, height, ROWS):
         diff = image[top : top + ROWS].astype(np.float64) - decoded[top : top + ROWS]
-        partial += np.einsum("gh,hwc->cgw", rows_inv[:, top : top + ROWS], diff)
+        partial += rows_inv[:, top : top + ROWS] @ diff.transpose(2, 0, 1)
     rgb = partial @ cols_inv.T  # [3, gh, gw]
     return np.einsum("dc,cgw->dgw", YCBCR, rgb)
 
@@ -94,13 +94,13 @@ def layer_for(image: np.ndarray, decoded: np.ndarray, block: int, steps: tuple[i
 def apply_layer(decoded: np.ndarray, layer: ToneLayer) -> np.ndarray:
     """``decoded uint8 [H,W,3]`` with the layer's correction added: a new ``uint8`` array."""
     height, width = decoded.shape[:2]
-    rows = interpolation(height, layer.values.shape[1])
+    rows = interpolation(height, layer.values.shape[1]).astype(np.float32)
     cols = interpolation(width, layer.values.shape[2])
-    rgb = np.einsum("cd,dgw->cgw", RGB, layer.correction()) @ cols.T  # [3, gh, W]
+    rgb = (np.einsum("cd,dgw->cgw", RGB, layer.correction()) @ cols.T).astype(np.float32)  # [3, gh, W]
     out = np.empty_like(decoded)
     for top in range(0, height, ROWS):
-        delta = np.einsum("hg,cgw->hwc", rows[top : top + ROWS], rgb)
-        out[top : top + ROWS] = np.clip(np.round(decoded[top : top + ROWS] + delta), 0, 255).astype(np.uint8)
+        delta = (rows[top : top + ROWS] @ rgb).transpose(1, 2, 0)  # [rows, W, 3]
+        out[top : top + ROWS] = np.clip(np.rint(decoded[top : top + ROWS] + delta), 0, 255).astype(np.uint8)
     return out
 
 
