@@ -73,3 +73,16 @@ def test_inconsistent_grid_refused():
     bad = Header("tiny", bytes(8), 256, 64, 64, 5, 4, 16, 1)
     with pytest.raises(BitstreamError, match="grid"):
         unpack(pack(bad, b"x"))
+
+
+def test_extension_records_past_the_format_limit_are_a_codec_error():
+    """A huge grid's map plus a fine tone layer can outgrow the u16 extension length: the encoder
+    says so in one line instead of failing inside the container."""
+    from dataclasses import replace
+
+    from vqcodec.errors import VQCodecError
+
+    fits = replace(HEADER, granularity_map=b"\1" * 30_000, tone=b"\4\2\4" + b"\1" * 30_000)
+    assert unpack(pack(fits, b"\0"))[0] == fits
+    with pytest.raises(VQCodecError, match="--granularity 16 or --tone off"):
+        pack(replace(fits, tone=b"\4\2\4" + b"\1" * 40_000), b"\0")

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BitstreamError, UnsupportedVersionError
+from ..errors import BitstreamError, UnsupportedVersionError, VQCodecError
 
 MAGIC = b"\x89VQC"
 VERSION = 5  # the newest version this reader understands
@@ -190,7 +190,10 @@ def _header_bytes(header: Header, last_field: int) -> bytes:
     if header.tone:
         records += RECORD.pack(EXT_TONE, len(header.tone)) + header.tone
     if len(records) > MAX_EXTENSION_BYTES:
-        raise ValueError(f"header extensions of {len(records)} bytes exceed {MAX_EXTENSION_BYTES}")
+        raise VQCodecError(  # a property of the image, not a bug: a huge grid's map, a fine tone layer
+            f"the header's extension records ({len(records)} bytes: granularity map, tone layer) exceed the format's "
+            f"{MAX_EXTENSION_BYTES}; encode with --granularity 16 or --tone off"
+        )
     return head + EXTENSIONS.pack(len(records)) + records
 
 

@@ -179,7 +179,10 @@ def _add_tone(
         correction = tone.fit(image, token_decode, block)
         for coarser in TONE_STEPS[TONE_STEPS.index(steps):]:  # a refitted layer may need a coarser step to fit
             layer = tone.quantize(correction, block, coarser)
-            file = codec.with_tone(tokens, layer)
+            try:
+                file = codec.with_tone(tokens, layer)
+            except VQCodecError:  # the header cannot hold it beside the map
+                continue
             if len(file.data) <= budget:
                 score = quality(tone.apply_layer(token_decode, layer))
                 if score > best_score and len(file.data) >= min(FILL * budget, len(winner.data)):
