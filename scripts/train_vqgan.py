@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embed-dim", type=int, default=32)
     p.add_argument("--taef2", help="folder with taef2_encoder.pth / taef2_decoder.pth to start from")
     p.add_argument("--init-model", help="start a new run from this vqcodec .safetensors model (its config is used)")
+    p.add_argument("--init-realism", type=float, metavar="R",
+                   help="with --init-model: start the decoder from the model's fidelity-realism blend at R (0: its R=0 decoder)")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (several on a GPU)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         lpips_backbone=args.lpips_backbone, max_minutes=args.max_minutes, ema_decay=args.ema_decay,
         loss=LossConfig(disc_start=args.disc_start, disc_weight=args.disc_weight, l1_weight=args.l1_weight,
                         mse_weight=args.mse_weight, perceptual_weight=args.perceptual_weight),
-        init_model=args.init_model, num_workers=args.workers, train_only=args.train_only,
+        init_model=args.init_model, init_realism=args.init_realism, num_workers=args.workers, train_only=args.train_only,
         deployed_inputs=args.deployed_inputs,
     )
     ckpt = train(cfg, model_cfg)

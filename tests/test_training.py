@@ -1,8 +1,9 @@
 """The training loop and level building on a tiny model and a few generated photos."""
 
+import dataclasses
 import json
-import random
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +16,14 @@ from PIL import Image
 
 from vqcodec import Codec
 from vqcodec.models import VQGAN
-from vqcodec.testing.models import skewed_priors, tiny_model
+from vqcodec.testing.models import save_tiny_knob, tiny_model
 from vqcodec.training.data import RandomCrops
 from vqcodec.training.inputs import deployed_codes, sample_map
 from vqcodec.training.levels import index_counts, keep_finetuned, kmeans_codebook, priors_from_counts
 from vqcodec.training.loop import TrainingRun
 from vqcodec.training.losses import LossConfig
 from vqcodec.training.trainer import TrainConfig, crop_loader, load_checkpoint_model, train
-from vqcodec.weights import load_model, save_model
+from vqcodec.weights import load_model, load_realism, save_model
 
 
 @pytest.fixture
@@ -226,15 +227,19 @@ def test_deployed_codes_are_level_codes_with_coarse_tokens_where_the_latent_is_f
     assert not busy.any()  # merging would cost more error than any λ saves
 
 
-def test_deployed_inputs_train_the_decoder_alone_from_a_model_with_levels(tmp_path, photo_dir, mock_squeezenet):
-    start = tiny_model(levels=(16, 4))
-    save_model(tmp_path / "start.safetensors", start, skewed_priors(start))
-    cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=2, batch_size=2, crop=64,
-                      init_model=str(tmp_path / "start.safetensors"), train_only="decoder", deployed_inputs=True,
+def test_deployed_inputs_train_the_decoder_alone_from_a_models_fidelity_end(tmp_path, photo_dir, mock_squeezenet):
+    path = save_tiny_knob(tmp_path / "start.safetensors")
+    loaded = load_model(path)
+    fidelity = load_realism(tmp_path / "start.realism.safetensors", loaded).apply(loaded.model, 0.0).state_dict()
+    cfg = TrainConfig(data=str(photo_dir), out=str(tmp_path / "run"), steps=0, batch_size=2, crop=64,
+                      init_model=str(path), init_realism=0.0, train_only="decoder", deployed_inputs=True,
                       loss=LossConfig(mse_weight=10.0, perceptual_weight=0.0))
-    trained = load_checkpoint_model(train(cfg, start.config), ema=False).state_dict()
-    before = load_model(tmp_path / "start.safetensors").model.state_dict()
-    assert all(torch.equal(trained[k], before[k]) for k in before if k.startswith(("encoder.", "quantize.")))
-    assert any(not torch.equal(trained[k], before[k]) for k in before if k.startswith("decoder."))
+    started = load_checkpoint_model(train(cfg, loaded.model.config), ema=False).state_dict()
+    assert all(torch.equal(started[k], fidelity[k]) for k in fidelity)
+    trained = load_checkpoint_model(train(dataclasses.replace(cfg, steps=2), loaded.model.config), ema=False).state_dict()
+    assert all(torch.equal(trained[k], fidelity[k]) for k in fidelity if k.startswith(("encoder.", "quantize.")))
+    assert any(not torch.equal(trained[k], fidelity[k]) for k in fidelity if k.startswith("decoder."))
     with pytest.raises(ValueError, match="deployed_inputs"):
-        train(TrainConfig(data=str(photo_dir), out=str(tmp_path / "bad"), deployed_inputs=True), start.config)
+        train(TrainConfig(data=str(photo_dir), out=str(tmp_path / "bad"), deployed_inputs=True), loaded.model.config)
+    with pytest.raises(ValueError, match="init_realism"):
+        train(TrainConfig(data=str(photo_dir), out=str(tmp_path / "bad2"), init_realism=0.0), loaded.model.config)

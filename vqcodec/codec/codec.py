@@ -30,7 +30,6 @@ from ..models.realism import DecoderBlend
 from ..models.restorer import IndexRestorer
 from ..weights import LoadedModel
 from . import container, granularity, payload, rate
-from .tone import ToneLayer, apply_layer, decode_layer, encode_layer, layer_for
 from .image_io import (
     DEFAULT_MAX_PIXELS,
     ImageLike,
@@ -42,6 +41,7 @@ from .image_io import (
 )
 from .restore import DEFAULT_STEPS, RestorationPolicy
 from .runner import ModelRunner
+from .tone import ToneLayer, apply_layer, decode_layer, encode_layer, layer_for
 
 GRANULARITIES = ("adaptive", "16")  #: what an encoder may ask for
 DEFAULT_GRANULARITY = "adaptive"

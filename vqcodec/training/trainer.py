@@ -23,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..models import VQGAN, ModelConfig
+from ..registry import load_realism_for
 from ..weights import load_model
 from .data import RandomCrops, list_images
 from .inputs import deployed_codes
@@ -56,6 +57,7 @@ class TrainConfig:
     max_minutes: float | None = None
     mixed_precision: bool = True  # bf16 autocast, CUDA only
     init_model: str | None = None  # start a new run from an exported model's weights (fresh optimizer)
+    init_realism: float | None = None  # with init_model: its decoder from the fidelity–realism blend at this R
     num_workers: int = 0  # data-loading processes; a GPU needs several to stay busy
     train_only: str | None = None  # "decoder": encoder and codebook frozen, so the indices of old files keep their meaning
     deployed_inputs: bool = False  # decoder only: decode random levels and granularity maps (.inputs)
@@ -132,6 +134,21 @@ def latent_warmup(model: VQGAN, batches, steps: int, lr: float) -> None:
             log.info("latent warm-up %d/%d  mse %.4f (latent variance %.4f)", step, steps, loss.item(), target.var().item())
 
 
+def _initial_model(cfg: TrainConfig) -> VQGAN | None:
+    """The model a new run starts from (and whose levels a resumed one needs), if any."""
+    if cfg.init_model is None:
+        if cfg.init_realism is not None:
+            raise ValueError("init_realism needs init_model")
+        return None
+    loaded = load_model(cfg.init_model)
+    if cfg.init_realism is None:
+        return loaded.model
+    blend = load_realism_for(cfg.init_model, loaded)
+    if blend is None:
+        raise ValueError(f"init_realism: no fidelity–realism file beside {cfg.init_model}")
+    return blend.apply(loaded.model, cfg.init_realism)
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by ``torchrun``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -157,7 +174,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig) -> Path:
     np.random.seed(cfg.seed + rank)
 
     model = VQGAN(model_cfg)
-    init = load_model(cfg.init_model).model if cfg.init_model else None
+    init = _initial_model(cfg)
     if init is not None:  # level codebooks live outside the state dict: a resumed run needs them too
         for size, codebook in init.level_codebooks.items():
             model.add_level(codebook, init.level_overrides.get(size))
