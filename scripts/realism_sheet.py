@@ -96,8 +96,10 @@ def map_overlay(image: Image.Image, encoded: EncodedImage) -> Image.Image:
 
 def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
              realism: list[float | None], codecs: list[ClassicalCodec], cache: Path, bpp: float | None = None,
-             granularities: list[str] = ("16",), tones: list[str] = ("auto",)) -> list[list[tuple[str, Image.Image]]]:
-    """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec."""
+             granularities: list[str] = ("16",), tones: list[str] = ("auto",),
+             keep: Path | None = None) -> list[list[tuple[str, Image.Image]]]:
+    """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec;
+    labels give each whole picture's bpp and PSNR. ``keep``: a folder for the vqcodec files."""
     image = Image.open(path).convert("RGB")
     pixels = image.width * image.height
     tiles = [("original", image)]
@@ -107,9 +109,12 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
             point = {"bpp": bpp} if bpp is not None else {"level": level}
             encoded = codec.encode(image, granularity=g, tone=t, **point)
             files.append(encoded)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"{path.stem}.{g}.tone-{t}.vqc").write_bytes(encoded.data)
             name = " ".join(["vqcodec"] + ([{"16": "f16 grid", "adaptive": "adaptive"}[g]] if len(granularities) > 1 else [])
                             + ([f"tone {'layer' if encoded.header.tone else 'none'}"] if len(tones) > 1 else []))
-            tiles += _decodes(codec, encoded, name, realism, with_map=g == "adaptive")
+            tiles += _decodes(codec, encoded, name, realism, with_map=g == "adaptive", original=image)
     trials = Trials(image)
     budget = max(len(f.data) for f in files)
     for classical in codecs:
@@ -117,15 +122,21 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
         if found is not None:
             data, scale = found
             rec = classical.decode(data).resize(image.size, Image.LANCZOS)
-            tiles.append((f"{classical.name}+resample x{scale:g} {len(data) * 8 / pixels:.4f}", rec))
+            tiles.append((f"{classical.name}+resample x{scale:g} {len(data) * 8 / pixels:.4f} {_psnr(image, rec):.2f} dB", rec))
     return [[(label, im.crop((bx, by, bx + size, by + size))) for label, im in tiles] for bx, by in boxes]
 
 
-def _decodes(codec: Codec, encoded: EncodedImage, name: str, realism: list[float | None], with_map: bool) -> list[tuple[str, Image.Image]]:
+def _psnr(image: Image.Image, decoded: Image.Image) -> float:
+    return float(psnr(image_to_tensor(np.asarray(decoded)), image_to_tensor(np.asarray(image)))[0])
+
+
+def _decodes(codec: Codec, encoded: EncodedImage, name: str, realism: list[float | None], with_map: bool,
+             original: Image.Image) -> list[tuple[str, Image.Image]]:
     tiles = []
     for r in realism:
         setting = "" if r is None else f" R={r:g}"
-        tiles.append((f"{name}{setting} {encoded.bpp:.4f}", codec.decode(encoded.data, realism=r)))
+        decoded = codec.decode(encoded.data, realism=r)
+        tiles.append((f"{name}{setting} {encoded.bpp:.4f} {_psnr(original, decoded):.2f} dB", decoded))
     if with_map and encoded.header.granularity_map:
         tiles.append(("its token map", map_overlay(tiles[-1][1], encoded)))
     return tiles
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realism-file", help="decoder endpoints to use instead of the model's own (build_realism.py)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--cache", default="results/sheet_cache", help="classical files found, reused by later runs")
+    p.add_argument("--keep", help="also write each vqcodec file into this folder")
     args = p.parse_args(argv)
     available = available_codecs()
     names = [c for c in args.codecs.split(",") if c]
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path, where in tqdm(boxes.items(), unit="photo"):
         rows += rows_for(codec, path, where, args.size, args.level, realism, codecs, Path(args.cache),
-                         args.bpp, args.granularity, args.tone)
+                         args.bpp, args.granularity, args.tone, Path(args.keep) if args.keep else None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.size).save(args.out, quality=92)  # JPEG: small enough for the docs; PNG ignores it
     print(f"wrote {args.out}: {len(rows)} crops")

@@ -227,8 +227,10 @@ def test_sheet_shows_each_granularity_and_tone_setting_beside_the_original(tmp_p
     out = tmp_path / "sheet.png"
     assert sheet.main(["--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--bpp", "0.06",
                        "--granularity", "adaptive", "--tone", "off", "on", "--realism", "1", "--codecs", "",
-                       "--size", "64", "--crop", "smooth:8:8", "--crop", "smooth:80:60"]) == 0
+                       "--size", "64", "--crop", "smooth:8:8", "--crop", "smooth:80:60", "--keep", str(tmp_path / "files")]) == 0
     picture = Image.open(out)
     # two rows; original + two files (+ each one's token map when it has coarse tokens)
     assert picture.height == 2 * (64 + sheet.LABEL + 4)
     assert 3 * (64 + 4) <= picture.width <= 5 * (64 + 4)
+    kept = sorted(p.name for p in (tmp_path / "files").iterdir())
+    assert kept == ["smooth.adaptive.tone-off.vqc", "smooth.adaptive.tone-on.vqc"]
