@@ -42,7 +42,8 @@ UPSCALES = 2  # scales above the fixed grid's that the adaptive search tries
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)  # relative: see GranularChoices
 FILL = 0.9  # a candidate must use this share of the budget, so the bytes asked for are spent
 TONE_BLOCKS = (32, 64)  # tone-layer cells rate control tries, in pixels of the image
-TONE_STEPS = ((2, 4), (3, 6), (4, 8), (6, 12), (10, 20), (16, 32))  # (luma, chroma), finest first
+TONE_STEPS = ((2, 4), (3, 6), (4, 8), (6, 12), (10, 12), (16, 12))  # (luma, chroma), finest first; chroma steps
+# above 12 paint visible false colour (a green eye on kodim04 at 20)
 TONE_MAX_CELLS = 65536  # per plane: larger grids would cost more than they could buy
 TONE_OVERHEAD = 5  # header bytes a tone record adds beside its value (record head, extension length)
 TONE_TRIES = 2
