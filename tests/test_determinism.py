@@ -33,6 +33,9 @@ for level in (64, 16, 4):
     data = codec.encode(image, level=level).data
     (out / f"{level}.vqc").write_bytes(data)
     np.save(out / f"{level}.npy", np.asarray(codec.decode(data)))
+data = codec.encode(image, max_bytes=150, tone="on").data  # rate control, adaptive map and tone layer
+(out / "rc.vqc").write_bytes(data)
+np.save(out / "rc.npy", np.asarray(codec.decode(data)))
 """
 
 
@@ -61,7 +64,7 @@ def test_identical_bytes_and_pixels_across_processes_and_thread_counts(tmp_path,
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    for level in LEVELS:
+    for level in (*LEVELS, "rc"):
         files = {t: (out / f"{level}.vqc").read_bytes() for t, out in outputs.items()}
         pixels = {t: np.load(out / f"{level}.npy") for t, out in outputs.items()}
         assert files[1] == files[2] == files[4], f"level {level}: .vqc bytes differ between thread counts"
