@@ -47,7 +47,8 @@ TONE_STEPS = ((2, 4), (3, 6), (4, 8), (6, 12), (10, 12), (16, 12))  # (luma, chr
 TONE_MAX_CELLS = 65536  # per plane: larger grids would cost more than they could buy
 TONE_OVERHEAD = 5  # header bytes a tone record adds beside its value (record head, extension length)
 TONE_TRIES = 2
-DB_PER_DOUBLING = 1.5  # what doubling the tokens' bytes is taken to buy: on Kodak about 1 dB (0.015-0.04 bpp); set high to try only clear wins
+# what doubling the tokens' bytes is taken to buy: on Kodak about 1 dB (0.015-0.04 bpp); set high to try only clear wins
+DB_PER_DOUBLING = 1.5
 DEFAULT_TONE_LAYER = (32, (4, 8))  # (block, steps) of a tone layer at a fixed operating point
 
 
