@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(encoding decodes the image three times to choose); 16: one token per 16 pixels everywhere "
                           f"(default: {DEFAULT_GRANULARITY})")
     enc.add_argument("--tone", default=DEFAULT_TONE, choices=TONES,
-                     help="a tone layer: a coarse colour correction of the decode (tens to hundreds of bytes) that "
+                     help="a tone layer: a coarse colour correction of the decode (tens to thousands of bytes) that "
                           "removes colour blotches on smooth areas. auto: rate control adds it when it beats spending "
                           "its bytes on tokens (a fixed --level adds none); on: always; off: never "
                           f"(default: {DEFAULT_TONE})")
