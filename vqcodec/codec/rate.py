@@ -134,7 +134,7 @@ def encode_within(
         winner = ranking.best(candidates)
     if tone_mode == "off":
         return winner
-    return _add_tone(codec, image, budget, winner, shrink[winner.data], ranking, tone_mode == "on")
+    return _add_tone(codec, image, budget, winner, shrink[winner.data], tone_mode == "on")
 
 
 def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
@@ -143,7 +143,7 @@ def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
 
 def _add_tone(
     codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, shrink: Callable[[int], EncodedImage | None],
-    ranking: _Ranking, always: bool,
+    always: bool,
 ) -> EncodedImage:
     """``winner``, or a file of the same operating point with fewer tokens and a tone layer, if
     that is closer to the image (with ``always``, the best file that has a tone layer).
@@ -159,7 +159,7 @@ def _add_tone(
         return float(psnr(image_to_tensor(decoded), x)[0])
 
     decoded = np.asarray(codec.decode(winner.data))
-    base = ranking.score(winner)
+    base = quality(decoded)
     options = []
     for block in TONE_BLOCKS:
         if np.prod(tone.grid_shape(width, height, block)) > TONE_MAX_CELLS:

@@ -44,8 +44,12 @@ class ToneLayer:
 
     def correction(self) -> np.ndarray:
         """The dequantized YCbCr correction, ``float64 [3,gh,gw]`` in 8-bit code values."""
-        scale = np.array([self.steps[0], self.steps[1], self.steps[1]], dtype=np.float64)
-        return self.values * scale[:, None, None]
+        return self.values * _plane_steps(self.steps)
+
+
+def _plane_steps(steps: tuple[int, int]) -> np.ndarray:
+    """``[3,1,1]``: the quantizer step of the Y, Cb and Cr planes."""
+    return np.array([steps[0], steps[1], steps[1]], dtype=np.float64)[:, None, None]
 
 
 def grid_shape(width: int, height: int, block: int) -> tuple[int, int]:
@@ -81,8 +85,7 @@ def fit(image: np.ndarray, decoded: np.ndarray, block: int) -> np.ndarray:
 
 
 def quantize(correction: np.ndarray, block: int, steps: tuple[int, int]) -> ToneLayer:
-    scale = np.array([steps[0], steps[1], steps[1]], dtype=np.float64)[:, None, None]
-    values = np.clip(np.round(correction / scale), -MAX_VALUE, MAX_VALUE).astype(np.int64)
+    values = np.clip(np.round(correction / _plane_steps(steps)), -MAX_VALUE, MAX_VALUE).astype(np.int64)
     return ToneLayer(block, (int(steps[0]), int(steps[1])), values)
 
 
