@@ -7,7 +7,7 @@ peak memory (max RSS, and CUDA peak when on GPU) belongs to that codec alone, an
 ratios. Also measures the range coder's overhead over the cross-entropy of the indices, and the
 time to restore ``--loss`` (20 %) lost indices with the transformer and the nearest-neighbour baseline.
 
-    python scripts/benchmark.py [--image PATH] [--level S] [--device cpu|cuda] [--repeat 5]
+    python scripts/benchmark.py [--image PATH] [--level S] [--granularity G] [--device cpu|cuda] [--repeat 5]
 
 ``--realism R ...`` also times decoding at each fidelity–realism setting. ``--baseline DIR`` runs
 the vqcodec measurement of another checkout (its own ``scripts/benchmark.py``, for example after
@@ -62,10 +62,11 @@ def run_vqcodec(args) -> dict:
     torch.set_num_threads(args.threads)
     codec = Codec.from_pretrained(args.model, device=args.device)
     image = load_image(args.image)
-    codec.decode(codec.encode(image, level=args.level, entropy=args.entropy).data)  # warm-up (level caches, allocator)
+    options = {"level": args.level, "entropy": args.entropy, "granularity": args.granularity}
+    codec.decode(codec.encode(image, **options).data)  # warm-up (level caches, allocator)
     if codec.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    enc_s, data = _timed(lambda: codec.encode(image, level=args.level, entropy=args.entropy).data, args.repeat)
+    enc_s, data = _timed(lambda: codec.encode(image, **options).data, args.repeat)
     dec_s, _ = _timed(lambda: codec.decode(data), args.repeat)
     realism = {f"decode_s_r{r:g}": _timed(lambda r=r: codec.decode(data, realism=r), args.repeat)[0]
                for r in args.realism or []}
@@ -76,7 +77,7 @@ def run_vqcodec(args) -> dict:
     prior = codec.entropy.for_level(header.level, "static").prior
     ideal_bits = prior.cross_entropy_bits(indices)
     out = {
-        "codec": f"vqcodec {codec.model_id} level {header.level}, {NAMES[header.entropy_model]}",
+        "codec": f"vqcodec {codec.model_id} level {header.level}, {NAMES[header.entropy_model]}, {args.granularity}",
         "bytes": len(data),
         "bpp": len(data) * 8 / (image.width * image.height),
         "encode_s": enc_s,
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="registered name or path (default: vqcodec-f16)")
     p.add_argument("--level", type=int, default=None)
     p.add_argument("--entropy", default="auto", choices=["auto", "static", "context"], help="entropy model to time")
+    p.add_argument("--granularity", default="adaptive", choices=["adaptive", "16"],
+                   help="token granularity to encode with (adaptive: the default, three extra decodes per encode)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
@@ -220,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return json.loads(res.stdout.strip().splitlines()[-1])
 
     extra = (["--model", args.model] if args.model else []) + (["--level", str(args.level)] if args.level else [])
+    extra += ["--granularity", args.granularity]
     vq = worker("vqcodec", extra + ["--entropy", args.entropy] + (["--realism", *map(str, args.realism)] if args.realism else []))
     avif = worker("avif", ["--target-bpp", str(vq["bpp"])])
     rows = [("bpp", "bpp", "{:.4f}"), ("encode_s", "encode (s)", "{:.3f}"), ("decode_s", "decode (s)", "{:.3f}"),
