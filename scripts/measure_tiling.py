@@ -4,7 +4,8 @@
 - seams: PSNR between a tiled and a whole-image decode of the same indices.
 
 Each ``--encode`` value is ``TILE,HALO,HEAD_HALO`` and each ``--decode`` value ``TILE,HALO``, in
-tokens (default: the codec's own).
+tokens (default: the codec's own). Tiles are forced even on grids the codec would run whole
+(:data:`~vqcodec.codec.tiling.WHOLE_TOKENS`), so Kodak measures them too.
 ``--crop N`` takes the central N×N pixels (CLIC photos are too large to decode whole on a small machine)::
 
     nice python scripts/measure_tiling.py ../shared/data/kodak/*.png --decode 32,4 --decode 32,2
@@ -24,7 +25,7 @@ from vqcodec.codec.image_io import image_to_tensor
 from vqcodec.codec.tiling import DECODE_HALO, DECODE_TILE, ENCODE_HALO, ENCODE_HEAD_HALO, ENCODE_TILE, Tiling
 from vqcodec.metrics import psnr
 
-WHOLE = Tiling(encode_tile=1 << 16, decode_tile=1 << 16)
+WHOLE = Tiling(whole=1 << 32)
 
 
 def numbers(text: str) -> tuple[int, ...]:
@@ -64,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         reference = runner.decode_indices(whole, level)
         row = {"image": path.rsplit("/", 1)[-1], "grid": list(whole.shape[1:])}
         for encode in encodes:
-            runner.tiling = Tiling(*encode)
+            runner.tiling = Tiling(0, *encode)
             equal = int((runner.encode_indices(x, level) == whole).sum())
             same[encode][0] += equal
             same[encode][1] += whole.numel()
             row["same@" + ",".join(map(str, encode))] = round(equal / whole.numel(), 5)
         for tile, halo in decodes:
-            runner.tiling = Tiling(decode_tile=tile, decode_halo=halo)
+            runner.tiling = Tiling(whole=0, decode_tile=tile, decode_halo=halo)
             value = float(psnr(runner.decode_indices(whole, level), reference))
             seams[tile, halo].append(value)
             row[f"psnr@{tile},{halo}"] = round(value, 2)

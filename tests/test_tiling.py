@@ -14,10 +14,10 @@ from vqcodec.codec.runner import ModelRunner
 from vqcodec.codec.tiling import Tiling, spans
 from vqcodec.metrics import psnr
 
-WHOLE = Tiling(encode_tile=1 << 16, decode_tile=1 << 16)
-SMALL = Tiling(encode_tile=3, encode_halo=2, encode_head_halo=3, decode_tile=3, decode_halo=1)
+WHOLE = Tiling(whole=1 << 32)
+SMALL = Tiling(whole=9, encode_tile=3, encode_halo=2, encode_head_halo=3, decode_tile=3, decode_halo=1)
 # halos wider than the test images: every tile sees the whole image, so tiling changes rounding only
-FULL = Tiling(encode_tile=3, encode_halo=64, encode_head_halo=64, decode_tile=128, decode_halo=64)
+FULL = Tiling(whole=9, encode_tile=3, encode_halo=64, encode_head_halo=64, decode_tile=128, decode_halo=64)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ class LargestAllocation(TorchDispatchMode):
 def test_memory_is_bounded_by_the_tile(model, step):
     """The largest tensor allocated stays the same when the image grows (bar the output buffer and
     the encoder's 1/8-resolution feature map), and is below what the whole-image path allocates."""
-    tiling = Tiling(encode_tile=2, encode_halo=1, encode_head_halo=2, decode_tile=2, decode_halo=1)
+    tiling = Tiling(whole=4, encode_tile=2, encode_halo=1, encode_head_halo=2, decode_tile=2, decode_halo=1)
     tiled, whole = runners(model, tiling, WHOLE)
     largest = {}
     for side in (6, 8):  # both have interior tiles

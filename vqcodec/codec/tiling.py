@@ -36,16 +36,18 @@ ENCODE_HALO = 4  # tokens of context around an encoder tile in its full-resoluti
 ENCODE_HEAD_HALO = 8  # the same in its 1/8-resolution head (cheap, and wider-reaching)
 DECODE_TILE = 32  # tokens per side of a decoded tile's core
 DECODE_HALO = 4  # tokens decoded beyond each side of a tile, blended with the neighbours
+WHOLE_TOKENS = 48 * 48  # grids of at most this many tokens (768×768 pixels) run whole: halos cost 15–20 %
 
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tile sizes and halos, in tokens. Grids within one tile take the whole-image path unchanged.
+    """Tile sizes and halos, in tokens. Grids of at most ``whole`` tokens take the whole-image path.
 
-    ``encode_tile`` decides the indices of larger images: keep the default for files others decode
-    the same way. The decoder's tile only moves pixels within the seam tolerance.
+    ``whole`` and ``encode_tile`` decide the indices of larger images: keep the defaults for files
+    others encode the same way. The decoder's tiles only move pixels within the seam tolerance.
     """
 
+    whole: int = WHOLE_TOKENS
     encode_tile: int = ENCODE_TILE
     encode_halo: int = ENCODE_HALO
     encode_head_halo: int = ENCODE_HEAD_HALO
@@ -53,7 +55,7 @@ class Tiling:
     decode_halo: int = DECODE_HALO
 
     def __post_init__(self) -> None:
-        if min(self.encode_tile, self.decode_tile) < 1 or min(self.encode_halo, self.encode_head_halo, self.decode_halo) < 0:
+        if min(self.encode_tile, self.decode_tile) < 1 or min(self.whole, self.encode_halo, self.encode_head_halo, self.decode_halo) < 0:
             raise ValueError("tiles need at least one token and halos cannot be negative")
         if self.decode_tile < 2 * self.decode_halo:
             raise ValueError("the decoder's tile must be at least twice its halo, so only neighbours overlap")

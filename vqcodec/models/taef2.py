@@ -11,6 +11,15 @@ import torch
 from torch import nn
 
 
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm on a contiguous (NCHW) copy of its input. PyTorch's channels-last GroupNorm sums
+    in an order that depends on the thread count; its NCHW kernel does not, so channels-last
+    networks keep giving the same floats, and files the same bytes, at every thread count."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous())
+
+
 def _conv(c_in: int, c_out: int, **kwargs) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=1, **kwargs)
 
@@ -21,23 +30,23 @@ class Block(nn.Module):
     def __init__(self, channels: int, mid: bool = False) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            _conv(channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU(), _conv(channels, channels)
+            _conv(channels, channels), nn.ReLU(inplace=True), _conv(channels, channels), nn.ReLU(inplace=True), _conv(channels, channels)
         )
         if mid:
             self.pool = nn.Sequential(
                 nn.Conv2d(channels, 4 * channels, 1, bias=False),
-                nn.GroupNorm(4, 4 * channels),
-                nn.ReLU(),
+                GroupNorm(4, 4 * channels),
+                nn.ReLU(inplace=True),
                 nn.Conv2d(4 * channels, channels, 1, bias=False),
             )
         else:
             self.pool = None
-        self.fuse = nn.ReLU()
+        self.fuse = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
             x = x + self.pool(x)
-        return self.fuse(self.conv(x) + x)
+        return self.fuse(self.conv(x).add_(x))
 
 
 class Clamp(nn.Module):
@@ -61,7 +70,7 @@ def taef2_decoder(channels: int = 64, latent_channels: int = 32) -> nn.Sequentia
     """Latent [B,32,h,w] → image [B,3,8h,8w] (unclamped; callers clamp to [0,1])."""
     c = channels
     return nn.Sequential(
-        Clamp(), _conv(latent_channels, c), nn.ReLU(),
+        Clamp(), _conv(latent_channels, c), nn.ReLU(inplace=True),
         Block(c, mid=True), Block(c, mid=True), Block(c, mid=True),
         nn.Upsample(scale_factor=2), _conv(c, c, bias=False), Block(c), Block(c), Block(c),
         nn.Upsample(scale_factor=2), _conv(c, c, bias=False), Block(c), Block(c), Block(c),
