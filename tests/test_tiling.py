@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +97,18 @@ def test_codec_round_trip_in_tiles(codec):
     assert decoded.shape == photo.shape
     codec.runner.tiling = WHOLE
     assert float(np.mean(np.asarray(codec.decode(untiled.data)) == decoded)) > 0.5
+
+
+def test_progress_bars_count_the_tiles_on_a_terminal(model, monkeypatch, capsys):
+    x = image(70, 110)  # a 5×7 grid: 2×3 tiles of 3
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    runner = ModelRunner(model, "cpu", tiling=SMALL, progress=True)
+    runner.decode_indices(runner.encode_indices(x, 16), 16)
+    err = capsys.readouterr().err
+    assert "encoding" in err and "/12 " in err  # the trunk's tiles, then the head's
+    assert "decoding" in err and "/6 " in err
+    ModelRunner(model, "cpu", tiling=SMALL).encode_indices(x, 16)
+    assert capsys.readouterr().err == ""
 
 
 def test_tiled_bytes_do_not_depend_on_threads(codec):

@@ -143,7 +143,8 @@ def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
     def get(model: str | None) -> Codec:
         key = args.model or (registry.model_named_by_file(model) if model else registry.DEFAULT_MODEL)
         if key not in cache:
-            cache[key] = Codec.from_pretrained(key, weights=args.weights, device=args.device, max_pixels=args.max_pixels)
+            cache[key] = Codec.from_pretrained(key, weights=args.weights, device=args.device, max_pixels=args.max_pixels,
+                                               progress=not args.quiet)
         return cache[key]
 
     return get

@@ -93,10 +93,11 @@ class Codec:
         min_threads: int = 2,
         blend: DecoderBlend | None = None,
         context: ContextTables | None = None,
+        progress: bool = False,
     ) -> None:
-        """``min_threads`` and ``blend``: see :class:`.runner.ModelRunner`; ``context``: the context
-        entropy model's tables (encoders use it by default; files that name it need it)."""
-        self.runner = ModelRunner(loaded.model, device, min_threads, blend)
+        """``min_threads``, ``blend`` and ``progress``: see :class:`.runner.ModelRunner`; ``context``: the
+        context entropy model's tables (encoders use it by default; files that name it need it)."""
+        self.runner = ModelRunner(loaded.model, device, min_threads, blend, progress=progress)
         self.entropy = LevelEntropy(loaded.priors, context)
         self.restoration = RestorationPolicy(None if restorer is None else restorer.to(self.runner.device).eval())
         self.model_id = model_id
@@ -114,6 +115,7 @@ class Codec:
         min_threads: int = 2,
         realism: str | Path | bool = True,
         context: str | Path | bool = True,
+        progress: bool = False,
     ) -> Codec:
         """A registered model name (default ``vqcodec-f16``), a ``.safetensors`` or a taming ``.ckpt``.
 
@@ -121,7 +123,8 @@ class Codec:
         loads that file, False loads none (lost indices are then filled from neighbours).
         ``realism``: the same for the decoder endpoints of the fidelity–realism knob; without them
         the model decodes with its own decoder only. ``context``: the same for the context entropy
-        model; without it files are coded with the static prior.
+        model; without it files are coded with the static prior. ``progress``: progress bars on
+        stderr while large images go through the networks tile by tile.
         """
         from ..weights import load_context, load_realism, load_restorer
 
@@ -139,7 +142,7 @@ class Codec:
         else:
             tables = load_context(context, loaded.fingerprint) if context else None
         return cls(loaded, model_id, device=device, max_pixels=max_pixels, restorer=net, min_threads=min_threads,
-                   blend=blend, context=tables)
+                   blend=blend, context=tables, progress=progress)
 
     @property
     def model(self):

@@ -46,15 +46,16 @@ class ModelRunner:
     ``min_threads``: CPU intra-op threads the network runs with at least; 2 (the default) gives
     the same pixels at every thread count, 1 suits single-threaded worker pools. ``blend``: the
     decoder weights along the fidelity–realism axis, when the model has them. ``tiling``: the tiles
-    grids larger than one tile are encoded and decoded in (``taef2`` models; see :mod:`.tiling`), so
-    memory follows the tile, not the image.
+    grids too large to run whole are encoded and decoded in (``taef2`` models; see :mod:`.tiling`), so
+    memory follows the tile, not the image. ``progress``: show a progress bar on stderr over those tiles.
     """
 
     def __init__(
         self, model: VQGAN, device: str | torch.device = "auto", min_threads: int = 2, blend: DecoderBlend | None = None,
-        tiling: Tiling = Tiling(),
+        tiling: Tiling = Tiling(), progress: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        self.progress = progress
         self.min_threads = min_threads
         self.tiling = tiling
         self.model = model.to(self.device).eval()
@@ -160,7 +161,7 @@ class ModelRunner:
         images = images.to(self.device)
         with _at_least_threads(self.device, self.min_threads):
             for encoder, served in encoders.items():
-                for rows, cols, features in tiling.encode_features(self.model.level_model(encoder), images, self.tiling):
+                for rows, cols, features in tiling.encode_features(self.model.level_model(encoder), images, self.tiling, self.progress):
                     for level in served:
                         z = self.model.level_model(level).project(features)
                         out[level][..., rows[0] : rows[1], cols[0] : cols[1]] = self._quantize(z, level, granular)
@@ -189,5 +190,5 @@ class ModelRunner:
         model = self.decoder_model(realism)
         with _at_least_threads(self.device, self.min_threads):
             if self._tiled(*indices.shape[-2:]):
-                return tiling.decode(model, indices.to(self.device), level, self.tiling)
+                return tiling.decode(model, indices.to(self.device), level, self.tiling, self.progress)
             return model.decode_indices(indices.to(self.device), level).float().cpu()

@@ -21,12 +21,14 @@ the same indices.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..models import VQGAN
 from .image_io import as_float
@@ -71,6 +73,13 @@ def tiles(h: int, w: int, tile: int) -> Iterator[tuple[tuple[int, int], tuple[in
     for rows in spans(h, tile):
         for cols in spans(w, tile):
             yield rows, cols
+
+
+def _bar(total: int, desc: str, show: bool) -> tqdm:
+    """A transient progress bar over ``total`` tiles on stderr when it is a terminal (large images
+    take minutes on a CPU)."""
+    return tqdm(total=total, desc=desc, unit="tile", disable=None if show else True, leave=False, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def _grow(span: tuple[int, int], halo: int, length: int) -> tuple[int, int]:
@@ -152,7 +161,9 @@ def _first_group_norm(seq: nn.Sequential) -> int:
     return next(i for i, m in enumerate(seq) if any(isinstance(s, nn.GroupNorm) for s in m.modules()))
 
 
-def encode_features(model: VQGAN, images: torch.Tensor, tiling: Tiling) -> Iterator[tuple[tuple[int, int], tuple[int, int], torch.Tensor]]:
+def encode_features(
+    model: VQGAN, images: torch.Tensor, tiling: Tiling, progress: bool = False
+) -> Iterator[tuple[tuple[int, int], tuple[int, int], torch.Tensor]]:
     """Encoder output (before ``quant_conv``) of ``images [B,3,H,W]`` (float in [0,1], or uint8:
     converted a tile at a time, so no float copy of the whole image is made) tile by tile:
     ``(rows, cols, features [B,C,rows,cols])`` over the token grid, in row-major order."""
@@ -170,7 +181,9 @@ def encode_features(model: VQGAN, images: torch.Tensor, tiling: Tiling) -> Itera
         return _pad_to_grid(as_float(part), (y1 - y0) * f, (x1 - x0) * f)
 
     cache: torch.Tensor | None = None  # trunk output of the whole image, s values per token
+    bar = _bar(2 * len(spans(h, tile)) * len(spans(w, tile)), "encoding", progress)
     for rows, cols in tiles(h, w, tile):
+        bar.update()
         out = trunk(crop(rows, cols))
         (y0, _), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
         s = out.shape[-1] // (x1 - x0)
@@ -189,7 +202,9 @@ def encode_features(model: VQGAN, images: torch.Tensor, tiling: Tiling) -> Itera
     with norms.active():
         norms.collect(run_head, h, w, tile)
         for rows, cols in tiles(h, w, tile):
+            bar.update()
             yield rows, cols, run_head(rows, cols)
+    bar.close()
 
 
 def _ramp(start: int, end: int, halo: int, total: int) -> torch.Tensor:
@@ -205,7 +220,7 @@ def _ramp(start: int, end: int, halo: int, total: int) -> torch.Tensor:
     return weight
 
 
-def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling) -> torch.Tensor:
+def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, progress: bool = False) -> torch.Tensor:
     """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1], decoded tile by tile with blended halos."""
     f = model.config.downsampling
     b, h, w = indices.shape
@@ -220,7 +235,9 @@ def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling) -> t
     out: torch.Tensor | None = None
     with norms.active():
         norms.collect(run, h, w, tile)
+        bar = _bar(len(spans(h, tile)) * len(spans(w, tile)), "decoding", progress)
         for rows, cols in tiles(h, w, tile):
+            bar.update()
             part = run(rows, cols)
             if out is None:
                 out = torch.zeros(b, part.shape[1], f * h, f * w, dtype=torch.float32, device="cpu")
@@ -228,4 +245,5 @@ def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling) -> t
             wy = _ramp(f * rows[0], f * rows[1], f * halo, f * h)
             wx = _ramp(f * cols[0], f * cols[1], f * halo, f * w)
             out[..., f * y0 : f * y1, f * x0 : f * x1] += part.float().cpu() * (wy[:, None] * wx[None, :])
+    bar.close()
     return out
