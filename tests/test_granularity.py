@@ -7,7 +7,7 @@ from conftest import noisy_gradient
 from PIL import Image
 
 from vqcodec.cli import main
-from vqcodec.codec import container, granularity, payload
+from vqcodec.codec import container, granularity, payload, runner
 from vqcodec.entropy.context import STAGE_OF_PHASE, stage_map
 from vqcodec.errors import BitstreamError
 from vqcodec.testing.fuzz import tiny_codec
@@ -145,6 +145,14 @@ def test_token_errors_are_the_decodes_squared_errors(codec, photo):
         assert torch.allclose(errors[i].float(), per_position, atol=1e-4)
     assert torch.equal(grids[1], grids[1][::2, ::2].repeat_interleave(2, 0).repeat_interleave(2, 1))
     assert torch.equal(grids[2], grids[2][::4, ::4].repeat_interleave(4, 0).repeat_interleave(4, 1)[:4, :6])
+
+
+def test_token_errors_in_strips_of_one_token_row_are_the_same(codec, photo, monkeypatch):
+    coded = torch.from_numpy(np.ascontiguousarray(photo[:61, :90])).permute(2, 0, 1)[None]  # padded at both edges
+    grids = codec.runner.encode_levels(coded, [16], granular=True)[16][0]
+    whole = codec.runner.token_errors(coded[0], grids, 16)
+    monkeypatch.setattr(runner, "STRIP_PIXELS", 1)
+    assert torch.equal(codec.runner.token_errors(coded[0], grids, 16), whole)
 
 
 def test_lost_anchor_loses_its_copies_and_restoration_keeps_squares(codec, photo):

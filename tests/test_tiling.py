@@ -160,12 +160,27 @@ def test_memory_is_bounded_by_the_tile(model, step):
     assert largest["tiled", 8] < largest["whole", 8] / 2
 
 
-def test_auto_restoration_of_huge_grids_skips_the_transformer():
-    """Its attention is quadratic in the grid: a damaged 48-megapixel file is restored from neighbours."""
-    from vqcodec.codec.restore import AUTO_TRANSFORMER_INDICES, RestorationPolicy
+def test_huge_grids_are_restored_in_windows():
+    """Attention is quadratic in the grid: large grids are filled a window at a time, each window
+    seeing its core and halo only, and windows with nothing lost are skipped."""
+    from vqcodec.codec.restore import restore_transformer
+    from vqcodec.models.restorer import IndexRestorer, RestorerConfig
 
-    policy = RestorationPolicy(restorer=object())
-    assert policy.method("auto", AUTO_TRANSFORMER_INDICES) == "transformer"
-    assert policy.method("auto", 375 * 500) == "neighbour"
-    assert policy.method("transformer", 375 * 500) == "transformer"
+    torch.manual_seed(0)
+    codebook = torch.nn.functional.normalize(torch.randn(16, 4), dim=1)
+    restorer = IndexRestorer(RestorerConfig(code_dim=4, width=16, depth=2, heads=2)).eval()
+    seen = []
+    restorer.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[1:])))
+    indices = torch.randint(0, 16, (11, 14))
+    known = torch.ones(11, 14, dtype=torch.bool)
+    known[5:8, 9:12] = False  # lost within the window of rows 4..7, columns 8..11
+    windowed = restore_transformer(restorer, indices, known, codebook, whole=16, window=4, halo=2)
+    assert seen == [(8, 8)]  # one window: its core of 4 and 2 of halo on each side
+    assert torch.equal(windowed[known], indices[known])
+    alone = restore_transformer(restorer, indices[2:10, 6:14], known[2:10, 6:14], codebook, whole=64)
+    assert torch.equal(windowed[2:10, 6:14], alone)
+    known = torch.rand(11, 14) > 0.5
+    windowed = restore_transformer(restorer, indices, known, codebook, whole=16, window=4, halo=2)
+    assert max(h * w for h, w in seen[2:]) <= 64 and len(seen) == 2 + 12
+    assert torch.equal(windowed[known], indices[known]) and int(windowed.max()) < 16
 

@@ -326,7 +326,7 @@ class Codec:
             indices_lost=int((~known).sum()), damaged_bytes=stream.damaged_bytes,
         )
         if report.indices_lost:
-            report.restored_with = self.restoration.method(restore, indices.numel())
+            report.restored_with = self.restoration.method(restore)
             indices = self.restoration.fill(
                 indices, torch.from_numpy(known), self.runner.codebook(header.level), entropy.most_probable,
                 report.restored_with, restore_steps,

@@ -12,13 +12,16 @@ import torch
 
 from ..errors import VQCodecError
 from ..models.restorer import IndexRestorer
+from .tiling import grow, tiles
 
 METHODS = ("transformer", "neighbour", "fixed")
 # One pass beat 4 MaskGIT steps on held-out training photos (vqcodec/assets/README.md), and is 4x faster.
 DEFAULT_STEPS = 1
-# The restorer attends over the whole grid: time grows with its square. Beyond this many indices
-# (4.2 megapixels at f16) "auto" restores from neighbours, so a damaged huge file cannot stall a decode.
-AUTO_TRANSFORMER_INDICES = 1 << 14
+# Attention costs the square of the grid, so larger grids are restored in windows: cores of
+# WINDOW × WINDOW indices, each seeing HALO indices around it (the restorer trains on 16 × 16 crops).
+WHOLE_INDICES = 48 * 48
+WINDOW = 32
+HALO = 8
 
 
 def restore_fixed(indices: torch.Tensor, known: torch.Tensor, code: int) -> torch.Tensor:
@@ -40,11 +43,31 @@ def restore_neighbour(indices: torch.Tensor, known: torch.Tensor, fallback: int)
 
 @torch.inference_mode()
 def restore_transformer(
-    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = DEFAULT_STEPS
+    model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int = DEFAULT_STEPS,
+    whole: int = WHOLE_INDICES, window: int = WINDOW, halo: int = HALO,
 ) -> torch.Tensor:
     """MaskGIT-style filling: each step predicts every lost index and keeps the most confident
     ones (cosine schedule); the last step fills the rest. Greedy, so the result is deterministic.
-    One step (the default) fills every lost position at once."""
+    One step (the default) fills every lost position at once.
+
+    Grids of more than ``whole`` indices are filled a window at a time, in row-major order, so time
+    and memory grow linearly with the grid: each window's core is filled from the core and its
+    halo, which already holds the fills of the windows before it."""
+    h, w = indices.shape
+    if h * w <= whole:
+        return _fill(model, indices, known, codebook, steps)
+    out, have = indices.clone(), known.clone()
+    for rows, cols in tiles(h, w, window):
+        if have[rows[0] : rows[1], cols[0] : cols[1]].all():
+            continue
+        (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
+        filled = _fill(model, out[y0:y1, x0:x1], have[y0:y1, x0:x1], codebook, steps)
+        out[rows[0] : rows[1], cols[0] : cols[1]] = filled[rows[0] - y0 : rows[1] - y0, cols[0] - x0 : cols[1] - x0]
+        have[rows[0] : rows[1], cols[0] : cols[1]] = True
+    return out
+
+
+def _fill(model: IndexRestorer, indices: torch.Tensor, known: torch.Tensor, codebook: torch.Tensor, steps: int) -> torch.Tensor:
     device = codebook.device
     idx = indices.to(device).clone()[None]
     have = known.to(device).clone()[None]
@@ -70,11 +93,10 @@ class RestorationPolicy:
     def __init__(self, restorer: IndexRestorer | None = None) -> None:
         self.restorer = restorer
 
-    def method(self, requested: str = "auto", indices: int = 0) -> str:
-        """The method ``requested`` names, for a grid of ``indices`` (which "auto" weighs)."""
+    def method(self, requested: str = "auto") -> str:
+        """The method ``requested`` names."""
         if requested == "auto":
-            small = indices <= AUTO_TRANSFORMER_INDICES
-            return "transformer" if self.restorer is not None and small else "neighbour"
+            return "transformer" if self.restorer is not None else "neighbour"
         if requested not in METHODS:
             raise VQCodecError(f"unknown restoration method {requested!r}; choose from auto, {', '.join(METHODS)}")
         if requested == "transformer" and self.restorer is None:

@@ -14,6 +14,8 @@ from . import granularity, tiling
 from .image_io import as_float
 from .tiling import Tiling
 
+STRIP_PIXELS = 1 << 20  # pixels per strip in which token_errors compares a decode with the image
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -170,14 +172,20 @@ class ModelRunner:
     def token_errors(self, image: torch.Tensor, grids: torch.Tensor, level: int, realism: float | None = None) -> torch.Tensor:
         """Each grid position's squared error (summed over its pixels, mean over channels, in [0,1]
         units) when ``image [3,H,W]`` (uint8) is decoded from each of ``grids [G,h,w]`` at
-        ``realism``: ``float64 [G,h,w]``. Padding pixels count zero."""
-        h, w = image.shape[-2:]
-        x = as_float(image)[None]
+        ``realism``: ``float64 [G,h,w]``. Padding pixels count zero. Errors are summed a strip of
+        token rows at a time, so beside the decode only strip-sized float copies are made."""
+        f, w = self.factor, image.shape[-1]
+        rows = max(1, STRIP_PIXELS // (f * f * max(1, grids.shape[-1])))
         out = []
         for grid in grids:
-            y = self.decode_indices(grid[None], level, realism)[..., :h, :w]
-            err = F.pad(((y - x) ** 2).mean(1, keepdim=True), (0, -w % self.factor, 0, -h % self.factor))
-            out.append(F.avg_pool2d(err.double(), self.factor)[0, 0] * self.factor**2)
+            y = self.decode_indices(grid[None], level, realism)
+            strips = []
+            for r in range(0, grids.shape[-2], rows):
+                x = as_float(image[:, r * f : (r + rows) * f])[None]
+                diff = y[..., r * f : r * f + x.shape[-2], :w] - x
+                err = F.pad((diff**2).mean(1, keepdim=True), (0, -w % f, 0, -x.shape[-2] % f))
+                strips.append(F.avg_pool2d(err.double(), f)[0, 0] * f**2)
+            out.append(torch.cat(strips))
         return torch.stack(out)
 
     @torch.inference_mode()

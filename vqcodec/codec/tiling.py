@@ -82,7 +82,8 @@ def _bar(total: int, desc: str, show: bool) -> tqdm:
                 dynamic_ncols=True)
 
 
-def _grow(span: tuple[int, int], halo: int, length: int) -> tuple[int, int]:
+def grow(span: tuple[int, int], halo: int, length: int) -> tuple[int, int]:
+    """``span`` widened by ``halo`` on both sides, clipped to ``[0, length)``."""
     return max(0, span[0] - halo), min(length, span[1] + halo)
 
 
@@ -144,7 +145,7 @@ class GlobalGroupNorm:
         """Add the tile's core to the sums; its place in the tile follows from the tile's extent."""
         (y0, y1), (x0, x1), h, w = self._core
         height, width = groups.shape[-2:]
-        halo_rows, halo_cols = _grow((y0, y1), self.halo, h), _grow((x0, x1), self.halo, w)
+        halo_rows, halo_cols = grow((y0, y1), self.halo, h), grow((x0, x1), self.halo, w)
         sy, sx = height // (halo_rows[1] - halo_rows[0]), width // (halo_cols[1] - halo_cols[0])
         core = groups[..., sy * (y0 - halo_rows[0]) : sy * (y1 - halo_rows[0]), sx * (x0 - halo_cols[0]) : sx * (x1 - halo_cols[0])]
         core = core.double().flatten(2)
@@ -176,7 +177,7 @@ def encode_features(
     trunk, head = f8[:split], f8[split:]
 
     def crop(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        (y0, y1), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
+        (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
         part = images[..., y0 * f : min(height, y1 * f), x0 * f : min(width, x1 * f)]
         return _pad_to_grid(as_float(part), (y1 - y0) * f, (x1 - x0) * f)
 
@@ -185,7 +186,7 @@ def encode_features(
     for rows, cols in tiles(h, w, tile):
         bar.update()
         out = trunk(crop(rows, cols))
-        (y0, _), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
+        (y0, _), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
         s = out.shape[-1] // (x1 - x0)
         if cache is None:
             cache = out.new_empty(out.shape[0], out.shape[1], s * h, s * w)
@@ -194,7 +195,7 @@ def encode_features(
         ]
 
     def run_head(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        (y0, y1), (x0, x1) = _grow(rows, head_halo, h), _grow(cols, head_halo, w)
+        (y0, y1), (x0, x1) = grow(rows, head_halo, h), grow(cols, head_halo, w)
         out = model.encoder.to_f16(head(cache[..., s * y0 : s * y1, s * x0 : s * x1]))
         return out[..., rows[0] - y0 : rows[1] - y0, cols[0] - x0 : cols[1] - x0]
 
@@ -228,7 +229,7 @@ def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, prog
     net = model.level_model(level)
 
     def run(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-        (y0, y1), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
+        (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
         return net.decode_latent(model.indices_to_codes(indices[:, y0:y1, x0:x1], level))
 
     norms = GlobalGroupNorm(net.decoder, halo)
@@ -241,7 +242,7 @@ def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, prog
             part = run(rows, cols)
             if out is None:
                 out = torch.zeros(b, part.shape[1], f * h, f * w, dtype=torch.float32, device="cpu")
-            (y0, y1), (x0, x1) = _grow(rows, halo, h), _grow(cols, halo, w)
+            (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
             wy = _ramp(f * rows[0], f * rows[1], f * halo, f * h)
             wx = _ramp(f * cols[0], f * cols[1], f * halo, f * w)
             out[..., f * y0 : f * y1, f * x0 : f * x1] += part.float().cpu() * (wy[:, None] * wx[None, :])
