@@ -16,6 +16,12 @@ ratios of it:
 
     python scripts/benchmark.py --realism 0 0.5 1 --baseline /tmp/old
 
+``--batch-sizes 1 2 4 ... 64`` instead times ``Codec.encode_batch`` / ``decode_batch`` on copies of
+the image (images per second at each batch size, lossless round trip checked; on a GPU, name
+``--device cuda``)::
+
+    python scripts/benchmark.py --batch-sizes 1 4 16 64 --granularity 16 --device cuda
+
 ``--corpus DIR`` instead times whole-folder runs: ``vqcodec encode DIR -o OUT`` (the plain
 multi-file CLI) against the same command with ``--ray`` on a local Ray instance, then the same for
 ``decode``, each pinned to the same ``--threads`` cores, and prints images per second and the ratio:
@@ -143,6 +149,47 @@ def run_avif(args) -> dict:
     }
 
 
+def run_batches(args) -> int:
+    """Images per second through ``Codec.encode_batch`` / ``decode_batch`` at each batch size, the
+    same image repeated, with every file's indices checked against a single encode (lossless)."""
+    import numpy as np
+    import torch
+
+    from vqcodec import Codec
+    from vqcodec.codec import container, payload
+    from vqcodec.codec.image_io import load_image
+
+    torch.set_num_threads(args.threads)
+    codec = Codec.from_pretrained(args.model, device=args.device)
+    image = load_image(args.image)
+    options = {"level": args.level, "entropy": args.entropy, "granularity": args.granularity}
+    single = codec.encode(image, **options)
+    expected = payload.read(container.read(single.data), codec.check_compatible(single.header)).indices
+    sync = torch.cuda.synchronize if codec.device.type == "cuda" else (lambda: None)
+    print(f"image {args.image} ({image.width}x{image.height}), device {args.device}, {args.threads} threads, "
+          f"granularity {args.granularity}, best of {args.repeat}")
+    print(f"{'batch':>6}{'encode (img/s)':>16}{'decode (img/s)':>16}{'enc+dec (img/s)':>17}  lossless")
+    for size in args.batch_sizes:
+        images = [image] * size
+        codec.decode_batch([f.data for f in codec.encode_batch(images, batch_size=size, **options)], batch_size=size)
+        enc, dec = float("inf"), float("inf")
+        for _ in range(args.repeat):
+            sync()
+            t = time.perf_counter()
+            files = codec.encode_batch(images, batch_size=size, **options)
+            sync()
+            enc = min(enc, time.perf_counter() - t)
+            t = time.perf_counter()
+            codec.decode_batch([f.data for f in files], batch_size=size)
+            sync()
+            dec = min(dec, time.perf_counter() - t)
+        lossless = all(
+            np.array_equal(payload.read(container.read(f.data), codec.check_compatible(f.header)).indices, expected)
+            for f in files)
+        print(f"{size:>6}{size / enc:>16.2f}{size / dec:>16.2f}{size / (enc + dec):>17.2f}  {'yes' if lossless else 'NO'}")
+    return 0
+
+
 RAY_CLI = "import ray, sys; ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False); " \
           "from vqcodec.cli import main; sys.exit(main(sys.argv[2:]))"
 
@@ -199,11 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realism", type=float, nargs="+", help="also time decoding at these fidelity-realism settings")
     p.add_argument("--baseline", metavar="DIR", help="a vqcodec checkout to time side by side (its encode and decode)")
     p.add_argument("--corpus", metavar="DIR", help="time the plain multi-file CLI against --ray on this folder")
+    p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
+                   help="instead, images per second through Codec.encode_batch/decode_batch at these batch sizes")
     p.add_argument("--worker", choices=["vqcodec", "avif"], help=argparse.SUPPRESS)
     p.add_argument("--target-bpp", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.corpus:
         return run_corpus(args)
+    if args.batch_sizes:
+        return run_batches(args)
     if not Path(args.image).is_file():
         raise SystemExit(f"image not found: {args.image} (pass --image)")
 

@@ -58,6 +58,23 @@ def test_batch_continues_past_bad_file(tmp_path, images, tiny_model_path, capsys
     assert sorted(p.name for p in out.iterdir()) == ["a.vqc", "b.vqc", "c.vqc"]
 
 
+def test_batches_of_files_write_what_single_files_write(tmp_path, images, tiny_model_path, capsys):
+    """--batch-size 3 over two sizes and a bad file: the same files and pictures as one at a time,
+    and the bad file still gets its own error."""
+    (images / "bad.png").write_bytes(b"not really a png")
+    model = ["--model", str(tiny_model_path), "--level", "16"]
+    for n in ("1", "3"):
+        assert main(["encode", str(images), "-o", str(tmp_path / f"enc{n}"), "--batch-size", n, *model]) == 1
+        assert "bad.png" in capsys.readouterr().err
+        assert main(["decode", str(tmp_path / f"enc{n}"), "-o", str(tmp_path / f"dec{n}"), "--batch-size", n, *model[:2]]) == 0
+    for name in ("a", "b", "c"):
+        assert (tmp_path / "enc1" / f"{name}.vqc").read_bytes() == (tmp_path / "enc3" / f"{name}.vqc").read_bytes()
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "dec1" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "dec3" / f"{name}.png")))
+    with pytest.raises(SystemExit):
+        main(["encode", str(images), "--batch-size", "0", *model])
+
+
 def test_default_output_beside_input_and_no_overwrite(images, tiny_model_path, capsys):
     assert main(["encode", str(images / "a.png"), "--model", str(tiny_model_path)]) == 0
     assert (images / "a.vqc").exists()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import skewed_priors, tiny_model
+from conftest import noisy_gradient, skewed_priors, tiny_model
 
 from vqcodec import Codec
 from vqcodec.codec import container, payload
@@ -125,3 +125,20 @@ def test_level_codebooks_follow_the_model_to_its_device():
     model = tiny_model().to("meta")  # any device other than the CPU shows it, with no GPU here
     for level in model.levels:
         assert model.codebook(level).device.type == "meta"
+
+
+@pytest.mark.parametrize("granularity", ["16", "adaptive"])
+def test_batches_of_mixed_sizes_give_the_files_and_pictures_of_single_calls(codec, granularity):
+    """Images of two sizes in batches of two: each file is the bytes encode gives alone, and each
+    picture the pixels decode gives alone (the network runs per size group)."""
+    photos = [noisy_gradient(50, 70, 30, 1), noisy_gradient(33, 47, 30, 2), noisy_gradient(50, 70, 30, 3),
+              noisy_gradient(50, 70, 30, 4)]
+    files = codec.encode_batch(photos, level=16, granularity=granularity, batch_size=2)
+    assert [f.data for f in files] == [codec.encode(p, level=16, granularity=granularity).data for p in photos]
+    decoded = codec.decode_batch([f.data for f in files], batch_size=2)
+    for got, file in zip(decoded, files):
+        assert np.array_equal(np.asarray(got.image), np.asarray(codec.decode(file.data)))
+        assert got.report.indices_lost == 0
+    assert [d.image.size for d in decoded] == [(70, 50), (47, 33), (70, 50), (70, 50)]
+    with pytest.raises(VQCodecError, match="batch_size"):
+        codec.decode_batch([files[0].data], batch_size=0)

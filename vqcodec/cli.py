@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import sys
@@ -137,6 +138,29 @@ def _say(message: str, bar) -> None:
         print(text, file=sys.stderr)
 
 
+class _Ahead:
+    """Runs a batch API on the next ``size`` inputs at once and hands its results out one input at a
+    time, so the per-file loop and its per-file errors stay as they are. An input the batch did not
+    take (it failed to load, or the batch raised) is left to the per-file path."""
+
+    def __init__(self, inputs: list[str], size: int, run: Callable[[list[str]], dict[str, object]]) -> None:
+        self.inputs, self.size, self.run = inputs, size, run
+        self.done: dict[str, object] = {}
+        self.tried: set[str] = set()
+
+    def get(self, src: str) -> object | None:
+        """The batch's result for ``src``, running the batch that starts at ``src`` when it is due."""
+        if self.size > 1 and src not in self.tried:
+            at = self.inputs.index(src)
+            batch = self.inputs[at : at + self.size]
+            self.tried.update(batch)
+            try:
+                self.done = self.run(batch)
+            except VQCodecError:
+                self.done = {}
+        return self.done.pop(src, None)
+
+
 def _codec_loader(args: argparse.Namespace) -> Callable[[str | None], Codec]:
     cache: dict[str, Codec] = {}
 
@@ -202,10 +226,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
     outputs = _outputs(inputs, args.output, ".vqc")
     codec_for = _codec_loader(args)
 
+    def encode_many(sources: list[str]) -> dict[str, object]:
+        images = {}
+        for src in sources:
+            with contextlib.suppress(VQCodecError):
+                images[src] = as_rgb_array(load_image(src, args.max_pixels))
+        files = codec_for(None).encode_batch(list(images.values()), batch_size=args.batch_size, **_operating_point(args))
+        return dict(zip(images, files))
+
+    ahead = _Ahead(inputs, 1 if "-" in inputs else args.batch_size, encode_many)
+
     def work(src: str, dst: str) -> str:
-        codec = codec_for(None)
-        image = as_rgb_array(load_image(_read(src) if src == "-" else src, args.max_pixels))  # the PIL copy goes now
-        encoded = codec.encode(image, **_operating_point(args))
+        encoded = ahead.get(src)
+        if encoded is None:
+            image = as_rgb_array(load_image(_read(src) if src == "-" else src, args.max_pixels))  # the PIL copy goes now
+            encoded = codec_for(None).encode(image, **_operating_point(args))
         _write(dst, encoded.data, src, args.force)
         h = encoded.header
         scale = f" at {h.coded_size[0]}x{h.coded_size[1]}" if h.resized else ""
@@ -225,15 +260,32 @@ def cmd_decode(args: argparse.Namespace) -> int:
     inputs = _expand(args.inputs, {".vqc"})
     outputs = _outputs(inputs, args.output, ".png")
     codec_for = _codec_loader(args)
+    options = {"restore": args.restore, "restore_steps": args.restore_steps, "realism": args.realism}
+
+    def decode_many(sources: list[str]) -> dict[str, object]:
+        streams = {}
+        for src in sources:
+            with contextlib.suppress(VQCodecError):
+                streams[src] = container.read(_read(src), args.max_pixels)
+        model = next(iter(streams.values())).header.model_id if streams else None
+        streams = {src: stream for src, stream in streams.items() if stream.header.model_id == model}
+        decoded = codec_for(model).decode_batch(list(streams.values()), batch_size=args.batch_size, **options)
+        return {src: (model, result) for src, result in zip(streams, decoded)}
+
+    ahead = _Ahead(inputs, 1 if "-" in inputs or args.simulate_loss else args.batch_size, decode_many)
 
     def work(src: str, dst: str) -> str:
-        stream = container.read(_read(src), args.max_pixels)
-        codec = codec_for(stream.header.model_id)
-        options = {"restore": args.restore, "restore_steps": args.restore_steps, "realism": args.realism}
-        if args.simulate_loss:
-            image, report = channel.decode_with_loss(codec, stream, args.simulate_loss, args.loss_unit, args.seed, **options)
+        done = ahead.get(src)
+        if done is not None:
+            model, (image, report) = done
+            codec = codec_for(model)
         else:
-            image, report = codec.decode_with_report(stream, **options)
+            stream = container.read(_read(src), args.max_pixels)
+            codec = codec_for(stream.header.model_id)
+            if args.simulate_loss:
+                image, report = channel.decode_with_loss(codec, stream, args.simulate_loss, args.loss_unit, args.seed, **options)
+            else:
+                image, report = codec.decode_with_report(stream, **options)
         _write(dst, encode_image_file(image, "x.png" if dst == "-" else dst), src, args.force)
         realism = codec.default_realism if args.realism is None else args.realism
         note = "" if realism is None else f", realism {realism:g}"
@@ -281,6 +333,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return _run_batch([(i, "") for i in inputs], work, True)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vqcodec",
@@ -304,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--weights", help="read the registered model's weights from this file")
     model_opts.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     model_opts.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    model_opts.add_argument("--batch-size", type=_positive, default=1, metavar="N",
+                            help="run the networks on up to N inputs at a time (inputs of one size share a batch): "
+                                 "for many files on a GPU; the files are the same at any N (default 1)")
     model_opts.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                             help="corpus mode: convert the input directory on Ray into -o OUTDIR, with OUTDIR/manifest.parquet; "
                                  "ADDRESS: local (default: a Ray instance on this machine), auto, or ray://HEAD:10001")

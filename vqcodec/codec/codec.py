@@ -15,6 +15,7 @@ Each stage has one contract: :mod:`.runner` (network, device, threads), :mod:`vq
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -78,6 +79,20 @@ class DecodeReport:
 class DecodedImage(NamedTuple):
     image: Image.Image
     report: DecodeReport
+
+
+def _resized(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return arr if size == (arr.shape[1], arr.shape[0]) else np.asarray(resample(arr, size))
+
+
+def _batches(keys: Sequence[object], batch_size: int) -> Iterator[list[int]]:
+    """Positions of equal ``keys``, at most ``batch_size`` at a time, groups in order of first appearance."""
+    groups: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            yield members[start : start + batch_size]
 
 
 class Codec:
@@ -213,45 +228,77 @@ class Codec:
         one when it beats spending its bytes on tokens; a fixed operating point adds none), "on"
         (always: rate control's best, or :data:`.rate.DEFAULT_TONE_LAYER` at a fixed point) or "off".
         """
+        return self.encode_batch([image], level, scale=scale, packets=packets, packet_bytes=packet_bytes, bpp=bpp,
+                                 max_bytes=max_bytes, entropy=entropy, granularity=granularity, lam=lam, tone=tone)[0]
+
+    def encode_batch(
+        self,
+        images: Sequence[ImageLike],
+        level: int | None = None,
+        *,
+        scale: float | None = None,
+        packets: int | None = None,
+        packet_bytes: int | None = None,
+        bpp: float | None = None,
+        max_bytes: int | None = None,
+        entropy: str = "auto",
+        granularity: str = DEFAULT_GRANULARITY,
+        lam: float = DEFAULT_LAMBDA,
+        tone: str = DEFAULT_TONE,
+        batch_size: int = 8,
+    ) -> list[EncodedImage]:
+        """Several images → their files, each the one :meth:`encode` gives with the same options.
+
+        At a fixed operating point the encoder runs on batches of up to ``batch_size`` images whose
+        coded sizes are equal (mixed sizes make separate batches), which is what keeps a GPU busy.
+        Rate control (``bpp``, ``max_bytes``) searches each image on its own.
+        """
         if granularity not in GRANULARITIES:
             raise VQCodecError(f"unknown granularity {granularity!r}; choose from {', '.join(GRANULARITIES)}")
         if tone not in TONES:
             raise VQCodecError(f"unknown tone setting {tone!r}; choose from {', '.join(TONES)}")
         if not lam >= 0:
             raise VQCodecError(f"lam must be at least 0, got {lam}")
-        arr = as_rgb_array(image, self.max_pixels)
-        height, width = arr.shape[:2]
-        check_encodable(width, height, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
+        if batch_size < 1:
+            raise VQCodecError(f"batch_size must be at least 1, got {batch_size}")
+        arrays = [as_rgb_array(image, self.max_pixels) for image in images]
+        for arr in arrays:
+            check_encodable(arr.shape[1], arr.shape[0], self.factor, self.max_pixels, container.MAX_GRID_SIDE)
         if bpp is not None or max_bytes is not None:
             if level is not None or scale is not None:
                 raise VQCodecError("give a level and scale, or a budget (bpp, max_bytes), not both")
-            budget = rate.budget_bytes(width, height, bpp, max_bytes)
-            return rate.encode_within(self, arr, budget, packets, packet_bytes, entropy, granularity, tone)
+            return [rate.encode_within(self, arr, rate.budget_bytes(arr.shape[1], arr.shape[0], bpp, max_bytes), packets,
+                                       packet_bytes, entropy, granularity, tone) for arr in arrays]
         level = self.runner.level(level)
-        size = rate.coded_size(width, height, scale)
-        check_encodable(*size, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
-        coded = image_to_uint8_tensor(arr if size == (width, height) else np.asarray(resample(arr, size)))
-        if granularity == "16":
-            indices, gmap = self.runner.encode_indices(coded, level)[0].numpy(), None
-        else:
-            indices, gmap = self.granular_choices(coded, level).grid(lam)
-        file = self.pack(indices, level, (width, height), size, packets, packet_bytes, entropy, gmap)
-        if tone != "on":
-            return file
-        block, steps = rate.DEFAULT_TONE_LAYER
-        return self.with_tone(file, layer_for(arr, np.asarray(self.decode(file.data)), block, steps))
+        sizes = [rate.coded_size(arr.shape[1], arr.shape[0], scale) for arr in arrays]
+        for size in sizes:
+            check_encodable(*size, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
+        files: list[EncodedImage | None] = [None] * len(arrays)
+        for batch in _batches(sizes, batch_size):
+            coded = torch.cat([image_to_uint8_tensor(_resized(arrays[i], sizes[i])) for i in batch])
+            if granularity == "16":
+                grids = [(g, None) for g in self.runner.encode_indices(coded, level).numpy()]
+            else:
+                grids = [choices.grid(lam) for choices in self.granular_choices(coded, level)]
+            for i, (indices, gmap) in zip(batch, grids):
+                arr = arrays[i]
+                file = self.pack(indices, level, (arr.shape[1], arr.shape[0]), sizes[i], packets, packet_bytes, entropy, gmap)
+                if tone == "on":
+                    block, steps = rate.DEFAULT_TONE_LAYER
+                    file = self.with_tone(file, layer_for(arr, np.asarray(self.decode(file.data)), block, steps))
+                files[i] = file
+        return files
 
     def with_tone(self, file: EncodedImage, layer: ToneLayer) -> EncodedImage:
         """``file`` with ``layer`` in its header (its payload unchanged)."""
         data = container.with_header(file.data, tone=encode_layer(layer))
         return EncodedImage(data, container.read_header(data))
 
-    def granular_choices(self, coded: torch.Tensor, level: int) -> GranularChoices:
-        """A coded image's (``[1,3,H,W]``, uint8) index grids at every granularity, and each
-        position's error at each, measured by decoding them (three decodes)."""
-        grids = self.runner.encode_levels(coded, [level], granular=True)[level][0]
-        errors = self.runner.token_errors(coded[0], grids, level).numpy()
-        return GranularChoices(self, level, grids.numpy(), errors)
+    def granular_choices(self, coded: torch.Tensor, level: int) -> list[GranularChoices]:
+        """Coded images' (``[B,3,H,W]``, uint8) index grids at every granularity, and each
+        position's error at each, measured by decoding them (three decodes per image)."""
+        grids = self.runner.encode_levels(coded, [level], granular=True)[level]
+        return [GranularChoices(self, level, g.numpy(), self.runner.token_errors(x, g, level).numpy()) for x, g in zip(coded, grids)]
 
     def pack(
         self, indices: np.ndarray, level: int, size: tuple[int, int], coded: tuple[int, int],
@@ -311,6 +358,33 @@ class Codec:
         fidelity (0: highest PSNR, no invented texture) and realism (1), for a model that has the
         knob; default: the model's. The same file decodes at any setting.
         """
+        indices, header, report = self._read(data, restore, restore_steps, lost)
+        image = self.runner.decode_indices(indices[None], header.level, realism)[0]
+        return DecodedImage(self._picture(image, header), report)
+
+    def decode_batch(
+        self, files: Sequence[bytes | container.Stream], restore: str = "auto", restore_steps: int = DEFAULT_STEPS,
+        realism: float | None = None, batch_size: int = 8,
+    ) -> list[DecodedImage]:
+        """Several files → their pictures and reports, as :meth:`decode_with_report` gives them; the
+        decoder runs on batches of up to ``batch_size`` files with the same level and grid size."""
+        if batch_size < 1:
+            raise VQCodecError(f"batch_size must be at least 1, got {batch_size}")
+        read = [self._read(data, restore, restore_steps) for data in files]
+        out: list[DecodedImage | None] = [None] * len(read)
+        keys = [(header.level, tuple(indices.shape)) for indices, header, _ in read]
+        for batch in _batches(keys, batch_size):
+            level = read[batch[0]][1].level
+            images = self.runner.decode_indices(torch.stack([read[i][0] for i in batch]), level, realism)
+            for i, image in zip(batch, images):
+                _, header, report = read[i]
+                out[i] = DecodedImage(self._picture(image, header), report)
+        return out
+
+    def _read(
+        self, data: bytes | container.Stream, restore: str, restore_steps: int, lost: torch.Tensor | np.ndarray | None = None
+    ) -> tuple[torch.Tensor, container.Header, DecodeReport]:
+        """A file's index grid, lost indices restored; its header; what was lost."""
         stream = data if isinstance(data, container.Stream) else container.read(data, self.max_pixels)
         header = stream.header
         entropy = self.check_compatible(header)
@@ -333,13 +407,16 @@ class Codec:
             )
             if grid.anchor is not None:  # restored anchors cover their squares again
                 indices = torch.from_numpy(granularity.spread(indices.numpy(), grid.anchor))
+        return indices, header, report
+
+    def _picture(self, image: torch.Tensor, header: container.Header) -> Image.Image:
+        """A decoded ``[3,H,W]`` grid image → the file's picture: cropped, resized back, tone applied."""
         coded_w, coded_h = header.coded_size
-        image = self.runner.decode_indices(indices[None], header.level, realism)[0, :, :coded_h, :coded_w]
-        picture = resample(tensor_to_image(image), (header.width, header.height))
+        picture = resample(tensor_to_image(image[:, :coded_h, :coded_w]), (header.width, header.height))
         if header.tone:
             layer = decode_layer(header.tone, header.width, header.height)
             picture = Image.fromarray(apply_layer(np.asarray(picture), layer), "RGB")
-        return DecodedImage(picture, report)
+        return picture
 
     def restore_indices(
         self, indices: torch.Tensor, known: torch.Tensor, level: int, method: str = "transformer", steps: int = DEFAULT_STEPS

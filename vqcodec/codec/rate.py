@@ -223,7 +223,7 @@ def _adaptive(
     """``make(k)``: the adaptive-granularity file at coded ``size`` and ``level`` with the k-th
     smallest λ of :data:`LAMBDAS` counted from the largest (k grows → more fine tokens → a larger file)."""
     height, width = image.shape[:2]
-    choices = codec.granular_choices(image_to_uint8_tensor(np.asarray(resample(image, size))), level)
+    (choices,) = codec.granular_choices(image_to_uint8_tensor(np.asarray(resample(image, size))), level)
 
     def make(k: int) -> EncodedImage:
         indices, gmap = choices.grid(LAMBDAS[-1 - k])
