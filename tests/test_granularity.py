@@ -7,7 +7,8 @@ from conftest import noisy_gradient
 from PIL import Image
 
 from vqcodec.cli import main
-from vqcodec.codec import container, granularity, payload, runner
+from vqcodec.codec import container, granularity, payload
+from vqcodec.codec.tiling import Tiling
 from vqcodec.entropy.context import STAGE_OF_PHASE, stage_map
 from vqcodec.errors import BitstreamError
 from vqcodec.testing.fuzz import tiny_codec
@@ -147,13 +148,19 @@ def test_token_errors_are_the_decodes_squared_errors(codec, photo):
     assert torch.equal(grids[2], grids[2][::4, ::4].repeat_interleave(4, 0).repeat_interleave(4, 1)[:4, :6])
 
 
-def test_token_errors_in_strips_of_one_token_row_are_the_same(codec, photo, monkeypatch):
-    coded = torch.from_numpy(np.ascontiguousarray(photo[:61, :90])).permute(2, 0, 1)[None]  # padded at both edges
+def test_token_errors_from_tile_rows_are_those_of_the_whole_decode(codec, photo):
+    """Through the tiled decoder, errors are summed from each row of tiles as it is finished: they
+    equal the errors of the full decode, padding at both edges included."""
+    codec.runner.tiling = Tiling(whole=4, encode_tile=2, encode_halo=1, encode_head_halo=2, decode_tile=2, decode_halo=1)
+    coded = torch.from_numpy(np.ascontiguousarray(photo[:75, :90])).permute(2, 0, 1)[None]  # 5x6 grid, padded
     grids = codec.runner.encode_levels(coded, [16], granular=True)[16][0]
-    whole = codec.runner.token_errors(coded[0], grids, 16)
-    monkeypatch.setattr(runner, "STRIP_PIXELS", 1)
-    assert torch.equal(codec.runner.token_errors(coded[0], grids, 16), whole)
-
+    errors = codec.runner.token_errors(coded[0], grids, 16)
+    x = torch.nn.functional.pad(coded[0].double() / 255, (0, 6, 0, 5))
+    for i, grid in enumerate(grids):
+        decoded = codec.runner.decode_indices(grid[None], 16)[0].double()
+        per_pixel = ((decoded - x) ** 2).mean(0)
+        per_pixel[75:], per_pixel[:, 90:] = 0, 0
+        assert torch.allclose(errors[i], per_pixel.reshape(5, 16, 6, 16).sum((1, 3)), rtol=1e-5, atol=1e-7)
 
 def test_lost_anchor_loses_its_copies_and_restoration_keeps_squares(codec, photo):
     data = codec.encode(photo, level=16, granularity="adaptive", lam=0.0, packets=5).data

@@ -38,7 +38,7 @@ from .image_io import (
     check_encodable,
     image_to_uint8_tensor,
     resample,
-    tensor_to_image,
+    to_uint8,
 )
 from .restore import DEFAULT_STEPS, RestorationPolicy
 from .runner import ModelRunner
@@ -275,7 +275,8 @@ class Codec:
             check_encodable(*size, self.factor, self.max_pixels, container.MAX_GRID_SIDE)
         files: list[EncodedImage | None] = [None] * len(arrays)
         for batch in _batches(sizes, batch_size):
-            coded = torch.cat([image_to_uint8_tensor(_resized(arrays[i], sizes[i])) for i in batch])
+            coded = [image_to_uint8_tensor(_resized(arrays[i], sizes[i])) for i in batch]
+            coded = coded[0] if len(coded) == 1 else torch.cat(coded)  # one image: no copy
             if granularity == "16":
                 grids = [(g, None) for g in self.runner.encode_indices(coded, level).numpy()]
             else:
@@ -359,8 +360,8 @@ class Codec:
         knob; default: the model's. The same file decodes at any setting.
         """
         indices, header, report = self._read(data, restore, restore_steps, lost)
-        image = self.runner.decode_indices(indices[None], header.level, realism)[0]
-        return DecodedImage(self._picture(image, header), report)
+        (pixels,) = self._pixels(indices[None], [header], realism)
+        return DecodedImage(self._picture(pixels, header), report)
 
     def decode_batch(
         self, files: Sequence[bytes | container.Stream], restore: str = "auto", restore_steps: int = DEFAULT_STEPS,
@@ -374,11 +375,10 @@ class Codec:
         out: list[DecodedImage | None] = [None] * len(read)
         keys = [(header.level, tuple(indices.shape)) for indices, header, _ in read]
         for batch in _batches(keys, batch_size):
-            level = read[batch[0]][1].level
-            images = self.runner.decode_indices(torch.stack([read[i][0] for i in batch]), level, realism)
-            for i, image in zip(batch, images):
+            pixels = self._pixels(torch.stack([read[i][0] for i in batch]), [read[i][1] for i in batch], realism)
+            for i, arr in zip(batch, pixels):
                 _, header, report = read[i]
-                out[i] = DecodedImage(self._picture(image, header), report)
+                out[i] = DecodedImage(self._picture(arr, header), report)
         return out
 
     def _read(
@@ -409,10 +409,22 @@ class Codec:
                 indices = torch.from_numpy(granularity.spread(indices.numpy(), grid.anchor))
         return indices, header, report
 
-    def _picture(self, image: torch.Tensor, header: container.Header) -> Image.Image:
-        """A decoded ``[3,H,W]`` grid image → the file's picture: cropped, resized back, tone applied."""
-        coded_w, coded_h = header.coded_size
-        picture = resample(tensor_to_image(image[:, :coded_h, :coded_w]), (header.width, header.height))
+    def _pixels(self, indices: torch.Tensor, headers: list[container.Header], realism: float | None) -> list[np.ndarray]:
+        """Grids ``[B,h,w]`` of one level → each file's coded picture (``uint8 [H,W,3]``, padding
+        cropped), converted as the decoder finishes its rows: no float copy of a large image."""
+        pixels = [np.empty((h.coded_size[1], h.coded_size[0], 3), dtype=np.uint8) for h in headers]
+
+        def sink(top: int, rows: torch.Tensor) -> None:
+            for arr, image in zip(pixels, rows):
+                if top < arr.shape[0]:
+                    to_uint8(image[:, : arr.shape[0] - top, : arr.shape[1]], arr[top : top + image.shape[-2]])
+
+        self.runner.decode_indices(indices, headers[0].level, realism, sink=sink)
+        return pixels
+
+    def _picture(self, pixels: np.ndarray, header: container.Header) -> Image.Image:
+        """A file's decoded coded picture → its picture: resized back, tone applied."""
+        picture = resample(pixels, (header.width, header.height))
         if header.tone:
             layer = decode_layer(header.tone, header.width, header.height)
             picture = Image.fromarray(apply_layer(np.asarray(picture), layer), "RGB")

@@ -113,14 +113,19 @@ def resample(image: Image.Image | np.ndarray, size: tuple[int, int]) -> Image.Im
     return image if image.size == tuple(size) else image.resize(tuple(size), Image.LANCZOS)
 
 
-def tensor_to_image(image: torch.Tensor, rows: int = 256) -> Image.Image:
-    """``[3,H,W]`` in [0, 1] → RGB PIL image (rounded to the nearest 8-bit value), converted
-    ``rows`` at a time so a large image needs no full-size float temporaries."""
-    arr = np.empty((*image.shape[1:], 3), dtype=np.uint8)
-    for top in range(0, arr.shape[0], rows):
+def to_uint8(image: torch.Tensor, out: np.ndarray | None = None, rows: int = 256) -> np.ndarray:
+    """``[3,H,W]`` in [0, 1] → ``uint8 [H,W,3]`` (rounded to the nearest 8-bit value), into ``out``
+    when given, converted ``rows`` at a time so a large image needs no full-size float temporaries."""
+    out = np.empty((*image.shape[1:], 3), dtype=np.uint8) if out is None else out
+    for top in range(0, out.shape[0], rows):
         strip = image[:, top : top + rows].permute(1, 2, 0).numpy()
-        arr[top : top + rows] = (strip * 255.0).round().clip(0, 255).astype(np.uint8)
-    return Image.fromarray(arr, "RGB")
+        out[top : top + rows] = (strip * 255.0).round().clip(0, 255).astype(np.uint8)
+    return out
+
+
+def tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """``[3,H,W]`` in [0, 1] → RGB PIL image (see :func:`to_uint8`)."""
+    return Image.fromarray(to_uint8(image), "RGB")
 
 
 def image_to_uint8_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:

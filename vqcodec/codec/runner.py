@@ -14,8 +14,6 @@ from . import granularity, tiling
 from .image_io import as_float
 from .tiling import Tiling
 
-STRIP_PIXELS = 1 << 20  # pixels per strip in which token_errors compares a decode with the image
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -172,31 +170,37 @@ class ModelRunner:
     def token_errors(self, image: torch.Tensor, grids: torch.Tensor, level: int, realism: float | None = None) -> torch.Tensor:
         """Each grid position's squared error (summed over its pixels, mean over channels, in [0,1]
         units) when ``image [3,H,W]`` (uint8) is decoded from each of ``grids [G,h,w]`` at
-        ``realism``: ``float64 [G,h,w]``. Padding pixels count zero. Errors are summed a strip of
-        token rows at a time, so beside the decode only strip-sized float copies are made."""
-        f, w = self.factor, image.shape[-1]
-        rows = max(1, STRIP_PIXELS // (f * f * max(1, grids.shape[-1])))
-        out = []
-        for grid in grids:
-            y = self.decode_indices(grid[None], level, realism)
-            strips = []
-            for r in range(0, grids.shape[-2], rows):
-                x = as_float(image[:, r * f : (r + rows) * f])[None]
-                diff = y[..., r * f : r * f + x.shape[-2], :w] - x
-                err = F.pad((diff**2).mean(1, keepdim=True), (0, -w % f, 0, -x.shape[-2] % f))
-                strips.append(F.avg_pool2d(err.double(), f)[0, 0] * f**2)
-            out.append(torch.cat(strips))
-        return torch.stack(out)
+        ``realism``: ``float64 [G,h,w]``. Padding pixels count zero. The decodes are compared with
+        the image as their rows come out of the decoder, so no full-size float image is made."""
+        f, width = self.factor, image.shape[-1]
+        out = torch.zeros(grids.shape, dtype=torch.float64)
+        for g, grid in enumerate(grids):
+
+            def sink(top: int, rows: torch.Tensor, g: int = g) -> None:
+                x = as_float(image[:, top : top + rows.shape[-2], :width])[None]
+                err = ((rows[..., : x.shape[-2], :width] - x) ** 2).mean(1, keepdim=True)
+                err = F.pad(err, (0, rows.shape[-1] - width, 0, rows.shape[-2] - x.shape[-2]))
+                out[g, top // f : (top + rows.shape[-2]) // f] = F.avg_pool2d(err.double(), f)[0, 0] * f**2
+
+            self.decode_indices(grid[None], level, realism, sink=sink)
+        return out
 
     @torch.inference_mode()
-    def decode_indices(self, indices: torch.Tensor, level: int | None = None, realism: float | None = None) -> torch.Tensor:
+    def decode_indices(
+        self, indices: torch.Tensor, level: int | None = None, realism: float | None = None, sink: tiling.Sink | None = None
+    ) -> torch.Tensor | None:
         """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1] (crop the padding yourself),
-        with the decoder at ``realism`` (see :meth:`decoder_model`)."""
+        with the decoder at ``realism`` (see :meth:`decoder_model`). With ``sink`` the rows go to
+        it as they are finished instead (see :func:`.tiling.decode`) and nothing is returned."""
         level = self.level(level)
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= level):
             raise ValueError(f"indices must lie in [0, {level})")
         model = self.decoder_model(realism)
         with _at_least_threads(self.device, self.min_threads):
             if self._tiled(*indices.shape[-2:]):
-                return tiling.decode(model, indices.to(self.device), level, self.tiling, self.progress)
-            return model.decode_indices(indices.to(self.device), level).float().cpu()
+                return tiling.decode(model, indices.to(self.device), level, self.tiling, self.progress, sink)
+            images = model.decode_indices(indices.to(self.device), level).float().cpu()
+        if sink is None:
+            return images
+        sink(0, images)
+        return None

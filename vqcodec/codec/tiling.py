@@ -221,30 +221,50 @@ def _ramp(start: int, end: int, halo: int, total: int) -> torch.Tensor:
     return weight
 
 
-def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, progress: bool = False) -> torch.Tensor:
-    """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1], decoded tile by tile with blended halos."""
+Sink = Callable[[int, torch.Tensor], None]  #: receives finished output rows: (first pixel row, ``[B,3,n,W]``)
+
+
+def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, progress: bool = False,
+           sink: Sink | None = None) -> torch.Tensor | None:
+    """Indices ``[B,h,w]`` → images ``[B,3,f·h,f·w]`` in [0,1], decoded tile by tile with blended halos.
+
+    Tiles go row by row; once a row of tiles is done, the pixel rows no later tile reaches are
+    final. With ``sink`` they are handed to it (in order, a whole number of tokens high, as a view
+    to copy from) and only a band of about one tile row is kept, so the caller decides what a
+    full-size image costs (8-bit, or nothing); without it they fill the returned float32 image.
+    """
     f = model.config.downsampling
     b, h, w = indices.shape
     tile, halo = tiling.decode_tile, tiling.decode_halo
     net = model.level_model(level)
+    out = None
+    if sink is None:
+        out = torch.empty(b, 3, f * h, f * w, dtype=torch.float32)
+
+        def sink(top: int, rows: torch.Tensor) -> None:
+            out[..., top : top + rows.shape[-2], :] = rows
 
     def run(rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
         (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
         return net.decode_latent(model.indices_to_codes(indices[:, y0:y1, x0:x1], level))
 
     norms = GlobalGroupNorm(net.decoder, halo)
-    out: torch.Tensor | None = None
+    band, top = torch.zeros(b, 3, 0, f * w), 0  # output rows [top, top + band height) still being blended
     with norms.active():
         norms.collect(run, h, w, tile)
         bar = _bar(len(spans(h, tile)) * len(spans(w, tile)), "decoding", progress)
-        for rows, cols in tiles(h, w, tile):
-            bar.update()
-            part = run(rows, cols)
-            if out is None:
-                out = torch.zeros(b, part.shape[1], f * h, f * w, dtype=torch.float32, device="cpu")
-            (y0, y1), (x0, x1) = grow(rows, halo, h), grow(cols, halo, w)
-            wy = _ramp(f * rows[0], f * rows[1], f * halo, f * h)
-            wx = _ramp(f * cols[0], f * cols[1], f * halo, f * w)
-            out[..., f * y0 : f * y1, f * x0 : f * x1] += part.float().cpu() * (wy[:, None] * wx[None, :])
+        for rows in spans(h, tile):
+            y0, y1 = grow(rows, halo, h)
+            band = torch.cat([band, band.new_zeros(b, 3, f * y1 - top - band.shape[-2], f * w)], dim=-2)
+            for cols in spans(w, tile):
+                bar.update()
+                part = run(rows, cols)
+                x0, x1 = grow(cols, halo, w)
+                wy = _ramp(f * rows[0], f * rows[1], f * halo, f * h)
+                wx = _ramp(f * cols[0], f * cols[1], f * halo, f * w)
+                band[..., f * y0 - top : f * y1 - top, f * x0 : f * x1] += part.float().cpu() * (wy[:, None] * wx[None, :])
+            done = f * h if rows[1] == h else f * (rows[1] - halo)
+            sink(top, band[..., : done - top, :])
+            band, top = band[..., done - top :, :].clone(), done
     bar.close()
     return out
