@@ -6,7 +6,8 @@
 Each ``--encode`` value is ``TILE,HALO,HEAD_HALO`` and each ``--decode`` value ``TILE,HALO``, in
 tokens (default: the codec's own). Tiles are forced even on grids the codec would run whole
 (:data:`~vqcodec.codec.tiling.WHOLE_TOKENS`), so Kodak measures them too.
-``--crop N`` takes the central N×N pixels (CLIC photos are too large to decode whole on a small machine)::
+``--crop N`` takes the central N×N pixels (CLIC photos are too large to decode whole on a small
+machine), or those centred at ``--centre FY,FX`` (fractions of the height and width)::
 
     nice python scripts/measure_tiling.py ../shared/data/kodak/*.png --decode 32,4 --decode 32,2
 
@@ -14,7 +15,8 @@ tokens (default: the codec's own). Tiles are forced even on grids the codec woul
 (192 × 192 pixels, shown at 2×), one row per image: the whole-image decode, each tiled decode,
 and its difference from the whole decode amplified 16× (grey is zero)::
 
-    python scripts/measure_tiling.py SKY.png TEXTURE.png --crop 1024 --decode 32,4 --decode 32,2 --sheet docs/img/seams.png
+    python scripts/measure_tiling.py ../shared/data/clic/{aed95e00,2a2420f9}*.png --crop 1024 --centre 0.4,0.5 \
+        --decode 32,4 --decode 32,2 --sheet docs/img/seams.png
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ def numbers(text: str) -> tuple[int, ...]:
     return tuple(map(int, text.split(",")))
 
 
-def load(path: str, crop: int | None) -> np.ndarray:
+def load(path: str, crop: int | None, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
     arr = np.asarray(Image.open(path).convert("RGB"))
     if crop:
-        top, left = max(0, (arr.shape[0] - crop) // 2), max(0, (arr.shape[1] - crop) // 2)
+        top, left = (min(max(0, round(c * n) - crop // 2), max(0, n - crop)) for c, n in zip(centre, arr.shape))
         arr = arr[top : top + crop, left : left + crop]
     return arr
 
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"TILE,HALO,HEAD_HALO (default {ENCODE_TILE},{ENCODE_HALO},{ENCODE_HEAD_HALO})")
     parser.add_argument("--decode", type=numbers, action="append", help=f"TILE,HALO (default {DECODE_TILE},{DECODE_HALO})")
     parser.add_argument("--crop", type=int)
+    parser.add_argument("--centre", type=lambda t: tuple(map(float, t.split(","))), default=(0.5, 0.5), metavar="FY,FX",
+                        help="where the crops are centred, as fractions of the height and width (default 0.5,0.5)")
     parser.add_argument("--level", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sheet", help="write a zoom into the corner where four decoder tiles meet")
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     sheet_rows = []
     seams: dict[tuple[int, ...], list[float]] = {d: [] for d in decodes}
     for path in args.images:
-        x = image_to_tensor(load(path, args.crop))
+        x = image_to_tensor(load(path, args.crop, args.centre))
         runner.tiling = WHOLE
         whole = runner.encode_indices(x, level)
         reference = runner.decode_indices(whole, level)
