@@ -184,3 +184,26 @@ def test_huge_grids_are_restored_in_windows():
     assert max(h * w for h, w in seen[2:]) <= 64 and len(seen) == 2 + 12
     assert torch.equal(windowed[known], indices[known]) and int(windowed.max()) < 16
 
+
+
+def test_cli_round_trip_of_an_image_too_large_to_run_whole(tmp_path, tiny_model_path):
+    """The default command on a photo whose grid (51×50 tokens) exceeds what runs whole: encoded
+    and decoded in default tiles, back at its own size, and close to the whole-image decode."""
+    from PIL import Image
+
+    from vqcodec import Codec
+    from vqcodec.cli import main
+    from vqcodec.codec.tiling import WHOLE_TOKENS
+
+    photo = noisy_gradient(810, 800, 30, 5)
+    assert 51 * 50 > WHOLE_TOKENS
+    Image.fromarray(photo).save(tmp_path / "big.png")
+    model = ["--model", str(tiny_model_path)]
+    assert main(["encode", str(tmp_path / "big.png"), "-o", str(tmp_path / "big.vqc"), "--level", "16", "-q", *model]) == 0
+    assert main(["decode", str(tmp_path / "big.vqc"), "-o", str(tmp_path / "out.png"), "-q", *model]) == 0
+    tiled = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.float64)
+    assert tiled.shape == photo.shape
+    codec = Codec.from_pretrained(tiny_model_path, device="cpu")
+    codec.runner.tiling = WHOLE
+    whole = np.asarray(codec.decode((tmp_path / "big.vqc").read_bytes()), dtype=np.float64)
+    assert 10 * np.log10(255**2 / np.mean((tiled - whole) ** 2)) > 40
