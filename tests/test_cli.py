@@ -71,8 +71,10 @@ def test_batches_of_files_write_what_single_files_write(tmp_path, images, tiny_m
         assert (tmp_path / "enc1" / f"{name}.vqc").read_bytes() == (tmp_path / "enc3" / f"{name}.vqc").read_bytes()
         assert np.array_equal(np.asarray(Image.open(tmp_path / "dec1" / f"{name}.png")),
                               np.asarray(Image.open(tmp_path / "dec3" / f"{name}.png")))
-    with pytest.raises(SystemExit):
-        main(["encode", str(images), "--batch-size", "0", *model])
+    for wrong in (["--batch-size", "0"], ["--batch-size", "2", "--ray", "-o", str(tmp_path / "ray")]):
+        with pytest.raises(SystemExit) as exc:
+            main(["encode", str(images), *wrong, *model])
+        assert exc.value.code == 2
 
 
 def test_default_output_beside_input_and_no_overwrite(images, tiny_model_path, capsys):

@@ -180,6 +180,8 @@ def _corpus(args: argparse.Namespace, run: Callable[..., corpus.CorpusReport], *
         raise CliError("--ray takes one input directory")
     if args.output in (None, "-"):
         raise CliError("--ray needs -o OUTDIR")
+    if args.batch_size != 1:
+        raise CliError("--batch-size does not go with --ray (each Ray worker codes one image at a time)")
     settings = corpus.CorpusRun(address=args.ray, model=args.model, weights=args.weights, device=args.device,
                                 max_pixels=args.max_pixels, force=args.force, progress=not args.quiet)
     report = run(args.inputs[0], args.output, settings, **options)
