@@ -163,8 +163,11 @@ def run_batches(args) -> int:
     codec = Codec.from_pretrained(args.model, device=args.device)
     image = load_image(args.image)
     options = {"level": args.level, "entropy": args.entropy, "granularity": args.granularity}
-    single = codec.encode(image, **options)
-    expected = payload.read(container.read(single.data), codec.check_compatible(single.header)).indices
+
+    def indices(file) -> np.ndarray:
+        return payload.read(container.read(file.data), codec.check_compatible(file.header)).indices
+
+    expected = indices(codec.encode(image, **options))
     sync = torch.cuda.synchronize if codec.device.type == "cuda" else (lambda: None)
     print(f"image {args.image} ({image.width}x{image.height}), device {args.device}, {args.threads} threads, "
           f"granularity {args.granularity}, best of {args.repeat}")
@@ -183,9 +186,7 @@ def run_batches(args) -> int:
             codec.decode_batch([f.data for f in files], batch_size=size)
             sync()
             dec = min(dec, time.perf_counter() - t)
-        lossless = all(
-            np.array_equal(payload.read(container.read(f.data), codec.check_compatible(f.header)).indices, expected)
-            for f in files)
+        lossless = all(np.array_equal(indices(f), expected) for f in files)
         print(f"{size:>6}{size / enc:>16.2f}{size / dec:>16.2f}{size / (enc + dec):>17.2f}  {'yes' if lossless else 'NO'}")
     return 0
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         whole = runner.encode_indices(x, level)
         reference = runner.decode_indices(whole, level)
         row = {"image": path.rsplit("/", 1)[-1], "grid": list(whole.shape[1:])}
-        corner = tuple(min(16 * decodes[0][0], n - ZOOM) for n in reference.shape[-2:])
+        corner = tuple(min(runner.factor * decodes[0][0], n - ZOOM) for n in reference.shape[-2:])
         panels = [("whole image", zoom(reference, corner))]
         for encode in encodes:
             runner.tiling = Tiling(0, *encode)
