@@ -2,6 +2,7 @@
 
 import dataclasses
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -62,6 +63,17 @@ def test_rate_control_never_exceeds_the_budget_and_spends_it(codec, big_photo, b
         offers += [next(size for size in sizes if size <= budget)] if min(sizes) <= budget else []
     assert len(encoded.data) >= min(rate.FILL * budget, max(offers))
     assert codec.decode(encoded.data).size == (170, 120)
+
+
+def test_rate_control_names_its_steps_on_a_terminal(codec, big_photo, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    codec.encode(big_photo, max_bytes=110, granularity="adaptive", tone="on")
+    assert capsys.readouterr().err == ""  # progress is off unless asked for
+    codec.runner.progress = True
+    codec.encode(big_photo, max_bytes=110, granularity="adaptive", tone="on")
+    err = capsys.readouterr().err
+    for step in ("rate control", "scale 1", "ranking", "adaptive", "tone layer"):
+        assert step in err
 
 
 def test_bpp_budget_counts_the_whole_file(codec, big_photo):

@@ -30,9 +30,12 @@ from ..metrics import psnr
 from . import tone
 from .container import MAX_UPSCALE
 from .image_io import image_to_tensor, image_to_uint8_tensor, resample
+from .tiling import progress_bar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from tqdm import tqdm
 
     from .codec import Codec, EncodedImage
 
@@ -94,7 +97,20 @@ def encode_within(
     codec: Codec, image: np.ndarray, budget: int, packets: int | None = None, packet_bytes: int | None = None,
     entropy: str = "auto", granularity: str = "16", tone_mode: str = "off",
 ) -> EncodedImage:
-    """The best file of at most ``budget`` bytes for ``image`` (``uint8 [H,W,3]``)."""
+    """The best file of at most ``budget`` bytes for ``image`` (``uint8 [H,W,3]``); with the codec's
+    ``progress``, a bar on a terminal names the operating point being tried (a large photo takes minutes)."""
+    with progress_bar(None, "rate control", codec.runner.progress, unit="step") as bar:
+        return _search(codec, image, budget, packets, packet_bytes, entropy, granularity, tone_mode, bar)
+
+
+def _search(
+    codec: Codec, image: np.ndarray, budget: int, packets: int | None, packet_bytes: int | None, entropy: str,
+    granularity: str, tone_mode: str, bar: tqdm,
+) -> EncodedImage:
+    def stage(text: str) -> None:
+        bar.set_postfix_str(text)
+        bar.update()
+
     height, width = image.shape[:2]
     levels = sorted(codec.levels)
     candidates: list[EncodedImage] = []
@@ -105,6 +121,7 @@ def encode_within(
         if size in sizes_done:  # tiny images: several scales round to one size
             continue
         sizes_done.add(size)
+        stage(f"scale {scale:g}")
         grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), levels)
 
         def fixed(k: int, grids=grids, size=size) -> EncodedImage:
@@ -118,6 +135,7 @@ def encode_within(
                 break  # smaller scales only get smaller
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
+    stage("ranking")
     ranking = _Ranking(codec, image, budget)
     winner = ranking.best(candidates)
     if granularity == "adaptive":
@@ -126,6 +144,7 @@ def encode_within(
         finer = [v for v in levels if v > won][:1]
         points = [(SCALES[i], won) for i in range(at, max(-1, at - UPSCALES - 1), -1)] + [(SCALES[at], v) for v in finer]
         for scale, level in points:
+            stage(f"scale {scale:g}, level {level}, adaptive")
             make = _adaptive(codec, image, coded_size(width, height, scale), level, packets, packet_bytes, entropy)
             file = _fit(_bisect(make, len(LAMBDAS), budget))
             if file is not None:
@@ -134,6 +153,7 @@ def encode_within(
         winner = ranking.best(candidates)
     if tone_mode == "off":
         return winner
+    stage("tone layer")
     return _add_tone(codec, image, budget, winner, shrink[winner.data], tone_mode == "on")
 
 

@@ -75,10 +75,9 @@ def tiles(h: int, w: int, tile: int) -> Iterator[tuple[tuple[int, int], tuple[in
             yield rows, cols
 
 
-def _bar(total: int, desc: str, show: bool) -> tqdm:
-    """A transient progress bar over ``total`` tiles on stderr when it is a terminal (large images
-    take minutes on a CPU)."""
-    return tqdm(total=total, desc=desc, unit="tile", disable=None if show else True, leave=False, file=sys.stderr,
+def progress_bar(total: int | None, desc: str, show: bool, unit: str = "tile") -> tqdm:
+    """A transient progress bar on stderr when it is a terminal (large images take minutes on a CPU)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if show else True, leave=False, file=sys.stderr,
                 dynamic_ncols=True)
 
 
@@ -182,7 +181,7 @@ def encode_features(
         return _pad_to_grid(as_float(part), (y1 - y0) * f, (x1 - x0) * f)
 
     cache: torch.Tensor | None = None  # trunk output of the whole image, s values per token
-    bar = _bar(2 * len(spans(h, tile)) * len(spans(w, tile)), "encoding", progress)
+    bar = progress_bar(2 * len(spans(h, tile)) * len(spans(w, tile)), "encoding", progress)
     for rows, cols in tiles(h, w, tile):
         bar.update()
         out = trunk(crop(rows, cols))
@@ -252,7 +251,7 @@ def decode(model: VQGAN, indices: torch.Tensor, level: int, tiling: Tiling, prog
     band, top = torch.zeros(b, 3, 0, f * w), 0  # output rows [top, top + band height) still being blended
     with norms.active():
         norms.collect(run, h, w, tile)
-        bar = _bar(len(spans(h, tile)) * len(spans(w, tile)), "decoding", progress)
+        bar = progress_bar(len(spans(h, tile)) * len(spans(w, tile)), "decoding", progress)
         for rows in spans(h, tile):
             y0, y1 = grow(rows, halo, h)
             band = torch.cat([band, band.new_zeros(b, 3, f * y1 - top - band.shape[-2], f * w)], dim=-2)
