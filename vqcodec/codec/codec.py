@@ -198,22 +198,9 @@ class Codec:
         return self.runner.decode_indices(indices, level, realism)
 
     # -- bytes --------------------------------------------------------------------------------
-    def encode(
-        self,
-        image: ImageLike,
-        level: int | None = None,
-        *,
-        scale: float | None = None,
-        packets: int | None = None,
-        packet_bytes: int | None = None,
-        bpp: float | None = None,
-        max_bytes: int | None = None,
-        entropy: str = "auto",
-        granularity: str = DEFAULT_GRANULARITY,
-        lam: float = DEFAULT_LAMBDA,
-        tone: str = DEFAULT_TONE,
-    ) -> EncodedImage:
-        """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`.
+    def encode(self, image: ImageLike, level: int | None = None, **options) -> EncodedImage:
+        """An image (PIL, ``uint8`` array ``[H,W,3]`` or path) → :class:`EncodedImage`; ``options`` are
+        the keywords of :meth:`encode_batch`, described here.
 
         The operating point is ``level`` (default: the model's) at ``scale`` (the image is coded at
         that fraction of its size and resized back on decode), or chosen by :mod:`.rate` within a
@@ -228,8 +215,7 @@ class Codec:
         one when it beats spending its bytes on tokens; a fixed operating point adds none), "on"
         (always: rate control's best, or :data:`.rate.DEFAULT_TONE_LAYER` at a fixed point) or "off".
         """
-        return self.encode_batch([image], level, scale=scale, packets=packets, packet_bytes=packet_bytes, bpp=bpp,
-                                 max_bytes=max_bytes, entropy=entropy, granularity=granularity, lam=lam, tone=tone)[0]
+        return self.encode_batch([image], level, **options)[0]
 
     def encode_batch(
         self,
@@ -247,7 +233,8 @@ class Codec:
         tone: str = DEFAULT_TONE,
         batch_size: int = 8,
     ) -> list[EncodedImage]:
-        """Several images → their files, each the one :meth:`encode` gives with the same options.
+        """Several images → their files, each the one :meth:`encode` gives with the same options
+        (described there).
 
         At a fixed operating point the encoder runs on batches of up to ``batch_size`` images whose
         coded sizes are equal (mixed sizes make separate batches), which is what keeps a GPU busy.
