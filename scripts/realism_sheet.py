@@ -18,7 +18,7 @@ and ``--tone`` setting (auto, on, off), and adds a tile with each adaptive file'
 drawn over its decode (blue: a token per 64 coded pixels, yellow: per 32, red tint: per 16); the
 classical codecs match the largest file:
 
-    python scripts/realism_sheet.py --data ../shared/data/kodak --out docs/img/granularity_kodak.jpg \
+    python scripts/realism_sheet.py --data ../shared/data/kodak --out docs/img/granularity_kodak.jpg \\
         --bpp 0.02 --granularity 16 adaptive --realism 0.5 --crop kodim04:200:60 --crop kodim23:280:0
 """
 
