@@ -234,3 +234,31 @@ def test_sheet_shows_each_granularity_and_tone_setting_beside_the_original(tmp_p
     assert 3 * (64 + 4) <= picture.width <= 5 * (64 + 4)
     kept = sorted(p.name for p in (tmp_path / "files").iterdir())
     assert kept == ["smooth.adaptive.tone-off.vqc", "smooth.adaptive.tone-on.vqc"]
+
+
+def test_blind_test_hides_the_sides_and_tallies_the_answers(tmp_path, tiny_model_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(160, 144, 0).save(data / "smooth.png")
+    blind = load_script("blind_test")
+    out = tmp_path / "blind"
+    assert blind.main(["make", "--data", str(data), "--out", str(out), "--model", str(tiny_model_path), "--codec", "webp",
+                       "--bpp", "0.3", "--size", "48", "--crop", "smooth:8:8", "--crop", "smooth:100:90", "--crop", "smooth:60:20",
+                       "--cache", str(tmp_path / "cache"), "--seed", "1"]) == 0
+    pairs = sorted(p.name for p in out.glob("pair-*.png"))
+    assert pairs == ["pair-01.png", "pair-02.png", "pair-03.png"]
+    assert Image.open(out / pairs[0]).size == (3 * 48 + 8, 48 + 18 + 2)
+    key = list(csv.DictReader(open(out / "key.csv")))
+    assert all(sorted([row["A"].split()[0], row["B"].split()[0]]) == ["vqcodec", "webp+resample"] for row in key)
+    assert len({row["A"].split()[0] for row in key}) == 2  # the sides are drawn, not fixed
+    assert [r["choice"] for r in csv.DictReader(open(out / "answers.csv"))] == ["", "", ""]  # for the rater to fill in
+    # pick vqcodec's side in the first pair, the other side in the second, no preference in the third
+    ours = "A" if key[0]["A"].startswith("vqcodec") else "B"
+    other = "B" if key[1]["A"].startswith("vqcodec") else "A"
+    (out / "answers.csv").write_text(f"pair,choice\npair-01.png,{ours}\npair-02.png,{other.lower()}\npair-03.png,=\n")
+    capsys.readouterr()
+    assert blind.main(["tally", str(out)]) == 0
+    assert "vqcodec preferred in 1 of 3 pairs (33%), the classical codec in 1, no preference in 1" in capsys.readouterr().out
+    (out / "bad.csv").write_text("pair,choice\npair-01.png,C\n")
+    with pytest.raises(SystemExit, match="is not A, B or ="):
+        blind.main(["tally", str(out), "--answers", "bad.csv"])
