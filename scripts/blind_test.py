@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realism_sheet import LABEL, _find, rows_for  # noqa: E402
+from realism_sheet import LABEL, parse_crops, rows_for  # noqa: E402
 
 from vqcodec import Codec  # noqa: E402
 from vqcodec.evaluation.classical import available_codecs  # noqa: E402
@@ -50,13 +50,7 @@ def make(args: argparse.Namespace) -> int:
     available = available_codecs()
     if args.codec not in available:
         raise SystemExit(f"codec not available here: {args.codec}")
-    boxes: dict[Path, list[tuple[int, int]]] = {}
-    for spec in args.crop:
-        try:
-            stem, bx, by = spec.rsplit(":", 2)
-            boxes.setdefault(_find(Path(args.data), stem), []).append((int(bx), int(by)))
-        except ValueError:
-            raise SystemExit(f"--crop {spec!r}: expected STEM:X:Y") from None
+    boxes = parse_crops(Path(args.data), args.crop)
     codec = Codec.from_pretrained(args.model, device="cpu")
     realism = [args.realism if codec.default_realism is not None else None]
     rng = random.Random(args.seed)

@@ -51,6 +51,18 @@ def _find(data: Path, stem: str) -> Path:
     return matches[0]
 
 
+def parse_crops(data: Path, specs: list[str]) -> dict[Path, list[tuple[int, int]]]:
+    """``--crop STEM:X:Y`` arguments → each photo's crop corners."""
+    boxes: dict[Path, list[tuple[int, int]]] = {}
+    for spec in specs:
+        try:
+            stem, bx, by = spec.rsplit(":", 2)
+            boxes.setdefault(_find(data, stem), []).append((int(bx), int(by)))
+        except ValueError:
+            raise SystemExit(f"--crop {spec!r}: expected STEM:X:Y") from None
+    return boxes
+
+
 def classical_file(image: Image.Image, trials: Trials, codec: ClassicalCodec, budget_bytes: int,
                    cache: Path) -> tuple[bytes, float] | None:
     """The classical codec's file and scale for the image within the budget, searched once: the
@@ -179,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"codecs not available here: {', '.join(missing)}")
     codecs = [available[c] for c in names]
-    boxes: dict[Path, list[tuple[int, int]]] = {}
-    for spec in args.crop:
-        try:
-            stem, bx, by = spec.rsplit(":", 2)
-            boxes.setdefault(_find(Path(args.data), stem), []).append((int(bx), int(by)))
-        except ValueError:
-            raise SystemExit(f"--crop {spec!r}: expected STEM:X:Y") from None
+    boxes = parse_crops(Path(args.data), args.crop)
     codec = Codec.from_pretrained(args.model, device="cpu", realism=args.realism_file or True)
     realism = args.realism if codec.default_realism is not None else [None]  # a single-decoder model has no knob
     rows = []
