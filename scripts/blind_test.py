@@ -22,28 +22,15 @@ import random
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from realism_sheet import LABEL, parse_crops, rows_for  # noqa: E402
+from realism_sheet import parse_crops, rows_for, sheet  # noqa: E402
 
 from vqcodec import Codec  # noqa: E402
 from vqcodec.evaluation.classical import available_codecs  # noqa: E402
 
 CHOICES = {"A", "B", "="}
-
-
-def pair_picture(left: Image.Image, original: Image.Image, right: Image.Image) -> Image.Image:
-    """A | original | B, captioned with the side names only."""
-    size = original.width
-    out = Image.new("RGB", (3 * size + 8, size + LABEL + 2), "white")
-    draw = ImageDraw.Draw(out)
-    for i, (name, tile) in enumerate((("A", left), ("original", original), ("B", right))):
-        out.paste(tile, (i * (size + 4), 0))
-        draw.text((i * (size + 4) + 4, size + 3), name, fill="black")
-    return out
 
 
 def make(args: argparse.Namespace) -> int:
@@ -69,7 +56,7 @@ def make(args: argparse.Namespace) -> int:
             sides = [ours, theirs]
             rng.shuffle(sides)
             name = f"pair-{len(key) + 1:02d}.png"
-            pair_picture(sides[0][1], original, sides[1][1]).save(out / name)
+            sheet([[("A", sides[0][1]), ("original", original), ("B", sides[1][1])]], args.size).save(out / name)
             key.append({"pair": name, "photo": path.name, "x": bx, "y": by, "A": sides[0][0], "B": sides[1][0]})
     with open(out / "key.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["pair", "photo", "x", "y", "A", "B"])

@@ -247,7 +247,7 @@ def test_blind_test_hides_the_sides_and_tallies_the_answers(tmp_path, tiny_model
                        "--cache", str(tmp_path / "cache"), "--seed", "1"]) == 0
     pairs = sorted(p.name for p in out.glob("pair-*.png"))
     assert pairs == ["pair-01.png", "pair-02.png", "pair-03.png"]
-    assert Image.open(out / pairs[0]).size == (3 * 48 + 8, 48 + 18 + 2)
+    assert Image.open(out / pairs[0]).size == (3 * (48 + 4), 48 + 18 + 4)  # A | original | B, captioned
     key = list(csv.DictReader(open(out / "key.csv")))
     assert all(sorted([row["A"].split()[0], row["B"].split()[0]]) == ["vqcodec", "webp+resample"] for row in key)
     assert len({row["A"].split()[0] for row in key}) == 2  # the sides are drawn, not fixed
