@@ -2,10 +2,11 @@
 
 A file's bits grow with its grid (the scale squared) and with log2 of the level, so the same
 budget buys a fine level at a smaller scale or a coarse level at full size. For a budget, every
-scale in :data:`SCALES` offers the file of its largest level that fits (found by bisection); of
+scale in :data:`FIXED_SCALES` offers the file of its largest level that fits (found by bisection); of
 those that fill at least :data:`FILL` of the budget, the one whose decode is closest to the image
-(PSNR at full size, the fidelity that matters at these rates) wins. Every size is a real file size:
-a budget is never exceeded.
+(PSNR at full size, the fidelity that matters at these rates) wins. When even the finest level at
+full size falls short of that share (a smooth photo at a generous budget), the scales above full
+size are tried in turn until one fills it. Every size is a real file size: a budget is never exceeded.
 
 With adaptive granularity the map's λ is a third, continuous knob: coarse tokens free bits for a
 larger scale or a finer level. From the fixed grid's winner (scale, level), the adaptive search
@@ -15,7 +16,8 @@ image three times (the map is chosen from measured errors), so adaptive rate con
 about twelve decodes more than the fixed grid's.
 
 Last, a tone layer (:mod:`.tone`) may take some of the winner's bytes: see :func:`_add_tone`.
-It costs one or two decodes more.
+It costs one or two decodes more. A winner coded above full size spent bytes a layer might
+have used better, so the largest full-size file is offered a layer too and the closer result wins.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from .codec import Codec, EncodedImage
 
 SCALES = (2.0, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
-FIXED_SCALES = SCALES[3:]  # the f16 grid never gains from coding an upscaled image
+FIXED_SCALES = SCALES[3:]  # the fixed grid tries the scales above these only when full size cannot fill the budget
 UPSCALES = 2  # scales above the fixed grid's that the adaptive search tries
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)  # relative: see GranularChoices
 FILL = 0.9  # a candidate must use this share of the budget, so the bytes asked for are spent
@@ -116,23 +118,38 @@ def _search(
     candidates: list[EncodedImage] = []
     shrink: dict[bytes, Callable[[int], EncodedImage | None]] = {}  # a candidate's point, at a smaller budget
     sizes_done: set[tuple[int, int]] = set()
-    for scale in FIXED_SCALES:
+
+    def fills(file: EncodedImage | None) -> bool:
+        return file is not None and len(file.data) >= FILL * budget
+
+    def fixed_point(scale: float) -> EncodedImage | None:
+        """The largest fixed-grid file at ``scale`` that fits, added to the candidates."""
         size = coded_size(width, height, scale)
         if size in sizes_done:  # tiny images: several scales round to one size
-            continue
+            return None
         sizes_done.add(size)
         stage(f"scale {scale:g}")
         grids = codec.runner.encode_levels(image_to_tensor(np.asarray(resample(image, size))), levels)
 
-        def fixed(k: int, grids=grids, size=size) -> EncodedImage:
+        def fixed(k: int) -> EncodedImage:
             return codec.pack(grids[levels[k]][0].numpy(), levels[k], (width, height), size, packets, packet_bytes, entropy)
 
-        best = _bisect(fixed, len(levels), budget)
-        if best is not None:
-            candidates.append(best[1])
-            shrink[best[1].data] = lambda b, fixed=fixed: _fit(_bisect(fixed, len(levels), b))
-            if len(candidates[-1].data) < FILL * budget and any(len(c.data) >= FILL * budget for c in candidates):
-                break  # smaller scales only get smaller
+        file = _fit(_bisect(fixed, len(levels), budget))
+        if file is not None:
+            candidates.append(file)
+            shrink[file.data] = lambda b: _fit(_bisect(fixed, len(levels), b))
+        return file
+
+    for scale in FIXED_SCALES:
+        file = fixed_point(scale)
+        if file is not None and not fills(file) and any(fills(c) for c in candidates):
+            break  # smaller scales only get smaller
+    if not any(fills(c) for c in candidates):
+        # the finest level at full size falls short of the budget (a smooth photo): more tokens still buy detail
+        for scale in reversed(SCALES[: len(SCALES) - len(FIXED_SCALES)]):
+            file = fixed_point(scale)
+            if file is None or fills(file):
+                break
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
     stage("ranking")
@@ -154,7 +171,12 @@ def _search(
     if tone_mode == "off":
         return winner
     stage("tone layer")
-    return _add_tone(codec, image, budget, winner, shrink[winner.data], tone_mode == "on")
+    starts = [winner]
+    full = [c for c in candidates if c.header.coded_size[0] <= width]
+    if winner.header.coded_size[0] > width and full:  # the layer may buy more than the upscale's extra tokens did
+        starts.append(max(full, key=lambda c: len(c.data)))
+    toned = [_add_tone(codec, image, budget, start, shrink[start.data], tone_mode == "on") for start in starts]
+    return max(toned, key=lambda scored: scored[1])[0]
 
 
 def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
@@ -164,9 +186,10 @@ def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
 def _add_tone(
     codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, shrink: Callable[[int], EncodedImage | None],
     always: bool,
-) -> EncodedImage:
+) -> tuple[EncodedImage, float]:
     """``winner``, or a file of the same operating point with fewer tokens and a tone layer, if
-    that is closer to the image (with ``always``, the best file that has a tone layer).
+    that is closer to the image (with ``always``, the best file that has a tone layer), with its
+    PSNR (minus infinity for ``winner`` under ``always``).
 
     Every tone option (:data:`TONE_BLOCKS` × :data:`TONE_STEPS`) is measured on the winner's
     decode; the :data:`TONE_TRIES` with the best gain net of what their bytes would have bought
@@ -213,7 +236,7 @@ def _add_tone(
                 if score > best_score and len(file.data) >= min(FILL * budget, len(winner.data)):
                     best, best_score = file, score
                 break
-    return best
+    return best, best_score
 
 
 class _Ranking:
