@@ -5,8 +5,11 @@ budget buys a fine level at a smaller scale or a coarse level at full size. For 
 scale in :data:`FIXED_SCALES` offers the file of its largest level that fits (found by bisection); of
 those that fill at least :data:`FILL` of the budget, the one whose decode is closest to the image
 (PSNR at full size, the fidelity that matters at these rates) wins. When even the finest level at
-full size falls short of that share (a smooth photo at a generous budget), the scales above full
-size are tried in turn until one fills it. Every size is a real file size: a budget is never exceeded.
+full size falls short of that share (a smooth photo at a generous budget), the fixed grid tries
+the scales above full size in turn until one fills it, and the file with the best PSNR among
+those and the full-size one wins: the extra bytes buy detail on smooth photos, while on detailed
+ones the larger scale affords only a coarser level and loses. Every size is a real file size: a
+budget is never exceeded.
 
 With adaptive granularity the map's λ is a third, continuous knob: coarse tokens free bits for a
 larger scale or a finer level. From the fixed grid's winner (scale, level), the adaptive search
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 SCALES = (2.0, 1.5, 1.25, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
 FIXED_SCALES = SCALES[3:]  # the fixed grid tries the scales above these only when full size cannot fill the budget
+# (the adaptive search tries them from its own starting point)
 UPSCALES = 2  # scales above the fixed grid's that the adaptive search tries
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)  # relative: see GranularChoices
 FILL = 0.9  # a candidate must use this share of the budget, so the bytes asked for are spent
@@ -144,17 +148,25 @@ def _search(
         file = fixed_point(scale)
         if file is not None and not fills(file) and any(fills(c) for c in candidates):
             break  # smaller scales only get smaller
-    if not any(fills(c) for c in candidates):
-        # the finest level at full size falls short of the budget (a smooth photo): more tokens still buy detail
-        for scale in reversed(SCALES[: len(SCALES) - len(FIXED_SCALES)]):
-            file = fixed_point(scale)
-            if file is None or fills(file):
-                break
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
-    stage("ranking")
     ranking = _Ranking(codec, image, budget)
-    winner = ranking.best(candidates)
+    if granularity == "16" and not any(fills(c) for c in candidates):
+        # the finest level at full size falls short of the budget: larger scales spend it, which
+        # pays on smooth photos and not on detailed ones (a coarser level), so PSNR alone decides
+        pool = [max(candidates, key=lambda c: len(c.data))]
+        for scale in reversed(SCALES[: len(SCALES) - len(FIXED_SCALES)]):
+            file = fixed_point(scale)
+            if file is None:
+                break
+            pool.append(file)
+            if fills(file):
+                break
+        stage("ranking")
+        winner = ranking.best(pool, fill=False)
+    else:
+        stage("ranking")
+        winner = ranking.best(candidates)
     if granularity == "adaptive":
         at = min(range(len(SCALES)), key=lambda i: abs(coded_size(width, height, SCALES[i])[0] - winner.header.coded_size[0]))
         won = winner.header.level
@@ -241,7 +253,8 @@ def _add_tone(
 
 class _Ranking:
     """Picks among candidate files: those that fill :data:`FILL` of the budget (or else the
-    largest), and of those the one whose decode has the highest PSNR; each file is decoded once."""
+    largest; all of them without ``fill``), and of those the one whose decode has the highest PSNR;
+    each file is decoded once."""
 
     def __init__(self, codec: Codec, image: np.ndarray, budget: int) -> None:
         self.codec, self.budget = codec, budget
@@ -253,10 +266,10 @@ class _Ranking:
             self.scores[file.data] = float(psnr(image_to_tensor(self.codec.decode(file.data)), self.x)[0])
         return self.scores[file.data]
 
-    def best(self, candidates: list[EncodedImage]) -> EncodedImage:
-        filling = [c for c in candidates if len(c.data) >= FILL * self.budget]
-        filling = filling or [max(candidates, key=lambda c: len(c.data))]
-        return filling[0] if len(filling) == 1 else max(filling, key=self.score)
+    def best(self, candidates: list[EncodedImage], fill: bool = True) -> EncodedImage:
+        pool = [c for c in candidates if len(c.data) >= FILL * self.budget] if fill else candidates
+        pool = pool or [max(candidates, key=lambda c: len(c.data))]
+        return pool[0] if len(pool) == 1 else max(pool, key=self.score)
 
 
 def _adaptive(
