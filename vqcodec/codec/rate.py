@@ -19,8 +19,9 @@ image three times (the map is chosen from measured errors), so adaptive rate con
 about twelve decodes more than the fixed grid's.
 
 Last, a tone layer (:mod:`.tone`) may take some of the winner's bytes: see :func:`_add_tone`.
-It costs one or two decodes more. A winner coded above full size spent bytes a layer might
-have used better, so the largest full-size file is offered a layer too and the closer result wins.
+It costs one or two decodes more. A fixed-grid winner coded above full size spent bytes a layer
+might have used better, so the largest full-size file is offered a layer too and the closer result
+wins.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _search(
     stage("tone layer")
     starts = [winner]
     full = [c for c in candidates if c.header.coded_size[0] <= width]
-    if winner.header.coded_size[0] > width and full:  # the layer may buy more than the upscale's extra tokens did
+    if granularity == "16" and winner.header.coded_size[0] > width and full:  # the layer may buy more than the larger scale did
         starts.append(max(full, key=lambda c: len(c.data)))
     toned = [_add_tone(codec, image, budget, start, shrink[start.data], tone_mode == "on") for start in starts]
     return max(toned, key=lambda scored: scored[1])[0]
