@@ -56,6 +56,7 @@ def _comparison(summary: list[dict], first: str, points: list[dict], same_point)
         "MS-SSIM | LPIPS-Sq | KID-Sq | HaarPSI | LPIPS-Sq ratio (target ≤ 0.5) | ΔPSNR (target ≥ −2) | ΔHaarPSI |",
         "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    most = max((e["images"] for e in points), default=0)
     for e in points:
         rivals = [c for c in summary if not c["codec"].startswith("vqcodec") and same_point(e, c)
                   and c["reached"] == c["images"] and not math.isnan(c["lpips_squeeze"])]
@@ -63,6 +64,8 @@ def _comparison(summary: list[dict], first: str, points: list[dict], same_point)
         point = e["level"] if not _rc(e) else f"{e['rc_target']:g}"
         if evaluate.REALISM in e["codec"]:
             point = f"{point}, R={e['codec'].rsplit(evaluate.REALISM, 1)[1]}"
+        if e["images"] < most:  # a resumable run stopped part-way: this row's means cover fewer images
+            point = f"{point} ({e['images']} of {most} images)"
         row = f"| {point} | {e['bpp']:.4f} | {_metrics(e)} | "
         if best:
             row += (f"{best['codec']} | {best['bpp']:.4f} | {_metrics(best)} | "
