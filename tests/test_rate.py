@@ -80,6 +80,8 @@ def test_fixed_grid_tries_larger_scales_when_full_size_cannot_fill_the_budget(co
     assert encode(coarsest).header.coded_size[0] <= 170  # full size fills this budget: no larger scale is tried
     monkeypatch.setattr(rate._Ranking, "score", lambda self, file: -file.header.coded_size[0])
     assert encode(budget).header.coded_size[0] <= 170  # a larger scale must also decode closer to win
+    toned = codec.encode(big_photo, max_bytes=budget, granularity="16", tone="on")  # a layer weighed on both kinds
+    assert toned.header.tone and len(toned.data) <= budget and codec.decode(toned.data).size == (170, 120)
 
 
 def test_rate_control_names_its_steps_on_a_terminal(codec, big_photo, monkeypatch, capsys):

@@ -19,9 +19,9 @@ image three times (the map is chosen from measured errors), so adaptive rate con
 about twelve decodes more than the fixed grid's.
 
 Last, a tone layer (:mod:`.tone`) may take some of the winner's bytes: see :func:`_add_tone`.
-It costs one or two decodes more. A fixed-grid winner coded above full size spent bytes a layer
-might have used better, so the largest full-size file is offered a layer too and the closer result
-wins.
+It costs one or two decodes more. Where the fixed grid weighed larger scales against its full-size
+file, the bytes a larger scale spends on tokens could go to a layer instead, so the best file of
+the other kind (larger or full size) is offered a layer too and the closer result wins.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def _search(
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
     ranking = _Ranking(codec, image, budget)
+    pool: list[EncodedImage] = []
     if granularity == "16" and not any(fills(c) for c in candidates):
         # the finest level at full size falls short of the budget: larger scales spend it, which
         # pays on smooth photos and not on detailed ones (a coarser level), so PSNR alone decides
@@ -185,9 +186,10 @@ def _search(
         return winner
     stage("tone layer")
     starts = [winner]
-    full = [c for c in candidates if c.header.coded_size[0] <= width]
-    if granularity == "16" and winner.header.coded_size[0] > width and full:  # the layer may buy more than the larger scale did
-        starts.append(max(full, key=lambda c: len(c.data)))
+    larger = winner.header.coded_size[0] > width
+    others = [c for c in pool if (c.header.coded_size[0] > width) != larger]
+    if others:  # a layer on the runner-up of the other kind may beat one on the winner
+        starts.append(max(others, key=ranking.score))
     toned = [_add_tone(codec, image, budget, start, shrink[start.data], tone_mode == "on") for start in starts]
     return max(toned, key=lambda scored: scored[1])[0]
 
