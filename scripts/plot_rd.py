@@ -23,7 +23,7 @@ PANELS = [("psnr", "PSNR (dB) ↑"), ("ms_ssim", "MS-SSIM ↑"), ("lpips_squeeze
           ("haarpsi", "HaarPSI (no network) ↑")]
 
 
-def plot_curves(summary: list[dict], out: Path, title: str) -> None:
+def plot_curves(summary: list[dict], out: Path, title: str, formats: tuple[str, ...] = ("png", "svg")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +49,7 @@ def plot_curves(summary: list[dict], out: Path, title: str) -> None:
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
-    for ext in ("png", "svg"):
+    for ext in formats:
         fig.savefig(out.with_suffix(f".{ext}"), dpi=110)
     plt.close(fig)
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             rc_block += f"\nAgainst `{args.baseline}` (same images and targets):\n\n{versus(summary, base)}\n"
             ours = [e for e in summary if _rc(e) and (e["codec"].startswith("vqcodec") or "resample" in e["codec"])]
             theirs = [{**e, "codec": f"{e['codec']} ({args.baseline})"} for e in base if _rc(e) and e["codec"].startswith("vqcodec")]
-            plot_rd.plot_curves(ours + theirs, img / f"rd_{args.name}.png", f"{args.name} against {args.baseline}")
+            plot_rd.plot_curves(ours + theirs, img / f"rd_{args.name}.png", f"{args.name} against {args.baseline}", ("png",))
             rc_block += f"\n![{args.name} against {args.baseline}]({rel}/rd_{args.name}.png)\n"
         replace_block(readme, f"{args.name}_rc", rc_block, after=args.name)
     print(f"updated {readme} ({args.name}{f', {args.name}_rc' if any(_rc(e) for e in summary) else ''})")
