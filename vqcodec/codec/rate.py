@@ -164,11 +164,8 @@ def _search(
             pool.append(file)
             if fills(file):
                 break
-        stage("ranking")
-        winner = ranking.best(pool, fill=False)
-    else:
-        stage("ranking")
-        winner = ranking.best(candidates)
+    stage("ranking")
+    winner = ranking.best(pool, fill=False) if pool else ranking.best(candidates)
     if granularity == "adaptive":
         at = min(range(len(SCALES)), key=lambda i: abs(coded_size(width, height, SCALES[i])[0] - winner.header.coded_size[0]))
         won = winner.header.level
