@@ -123,9 +123,8 @@ def _search(
     candidates: list[EncodedImage] = []
     shrink: dict[bytes, Callable[[int], EncodedImage | None]] = {}  # a candidate's point, at a smaller budget
     sizes_done: set[tuple[int, int]] = set()
-
-    def fills(file: EncodedImage | None) -> bool:
-        return file is not None and len(file.data) >= FILL * budget
+    ranking = _Ranking(codec, image, budget)
+    fills = ranking.fills
 
     def fixed_point(scale: float) -> EncodedImage | None:
         """The largest fixed-grid file at ``scale`` that fits, added to the candidates."""
@@ -151,7 +150,6 @@ def _search(
             break  # smaller scales only get smaller
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
-    ranking = _Ranking(codec, image, budget)
     pool: list[EncodedImage] = []
     if granularity == "16" and not any(fills(c) for c in candidates):
         # the finest level at full size falls short of the budget: larger scales spend it, which
@@ -266,8 +264,11 @@ class _Ranking:
             self.scores[file.data] = float(psnr(image_to_tensor(self.codec.decode(file.data)), self.x)[0])
         return self.scores[file.data]
 
+    def fills(self, file: EncodedImage | None) -> bool:
+        return file is not None and len(file.data) >= FILL * self.budget
+
     def best(self, candidates: list[EncodedImage], fill: bool = True) -> EncodedImage:
-        pool = [c for c in candidates if len(c.data) >= FILL * self.budget] if fill else candidates
+        pool = [c for c in candidates if self.fills(c)] if fill else candidates
         pool = pool or [max(candidates, key=lambda c: len(c.data))]
         return pool[0] if len(pool) == 1 else max(pool, key=self.score)
 
