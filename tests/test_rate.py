@@ -84,6 +84,19 @@ def test_fixed_grid_tries_larger_scales_when_full_size_cannot_fill_the_budget(co
     assert toned.header.tone and len(toned.data) <= budget and codec.decode(toned.data).size == (170, 120)
 
 
+def test_the_tone_step_reuses_the_rankings_decodes(codec, big_photo, monkeypatch):
+    rankings, decodes = [], []
+    init, decode = rate._Ranking.__init__, codec.decode
+    monkeypatch.setattr(rate._Ranking, "__init__", lambda self, *a: (rankings.append(self), init(self, *a))[1])
+    monkeypatch.setattr(codec, "decode", lambda data, *a, **k: (decodes.append(bytes(data)), decode(data, *a, **k))[1])
+    finest = len(codec.encode(big_photo, level=max(codec.levels), granularity="16", tone="off").data)
+    toned = codec.encode(big_photo, max_bytes=round(1.4 * finest), granularity="16", tone="on")
+    scored = rankings[-1].scores
+    assert len(scored) >= 2 and len(rankings[-1].kept) == 2  # the best of each kind: full size, larger
+    assert all(decodes.count(data) == 1 for data in scored)  # the tone starts come from the kept decodes
+    assert len(toned.data) <= round(1.4 * finest)
+
+
 def test_rate_control_names_its_steps_on_a_terminal(codec, big_photo, monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     codec.encode(big_photo, max_bytes=110, granularity="adaptive", tone="on")

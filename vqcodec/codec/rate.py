@@ -19,9 +19,10 @@ image three times (the map is chosen from measured errors), so adaptive rate con
 about twelve decodes more than the fixed grid's.
 
 Last, a tone layer (:mod:`.tone`) may take some of the winner's bytes: see :func:`_add_tone`.
-It costs one or two decodes more. Where the fixed grid weighed larger scales against its full-size
-file, the bytes a larger scale spends on tokens could go to a layer instead, so the best file of
-the other kind (larger or full size) is offered a layer too and the closer result wins.
+It decodes each file with fewer tokens it tries; the winner's own decode comes from the ranking.
+Where the fixed grid weighed larger scales against its full-size file, the bytes a larger scale
+spends on tokens could go to a layer instead, so the best file of the other kind (larger or full
+size) is offered a layer too and the closer result wins.
 """
 
 from __future__ import annotations
@@ -181,11 +182,10 @@ def _search(
         return winner
     stage("tone layer")
     starts = [winner]
-    larger = winner.header.coded_size[0] > width
-    others = [c for c in pool if (c.header.coded_size[0] > width) != larger]
+    others = [c for c in pool if ranking.larger(c) != ranking.larger(winner)]
     if others:  # a layer on the runner-up of the other kind may beat one on the winner
         starts.append(max(others, key=ranking.score))
-    toned = [_add_tone(codec, image, budget, start, shrink[start.data], tone_mode == "on") for start in starts]
+    toned = [_add_tone(codec, image, budget, start, ranking.decode(start), shrink[start.data], tone_mode == "on") for start in starts]
     return max(toned, key=lambda scored: scored[1])[0]
 
 
@@ -194,10 +194,10 @@ def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
 
 
 def _add_tone(
-    codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, shrink: Callable[[int], EncodedImage | None],
-    always: bool,
+    codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, decoded: np.ndarray,
+    shrink: Callable[[int], EncodedImage | None], always: bool,
 ) -> tuple[EncodedImage, float]:
-    """``winner``, or a file of the same operating point with fewer tokens and a tone layer, if
+    """``winner`` (whose decode is ``decoded``), or a file of the same operating point with fewer tokens and a tone layer, if
     that is closer to the image (with ``always``, the best file that has a tone layer), with its
     PSNR (minus infinity for ``winner`` under ``always``).
 
@@ -211,7 +211,6 @@ def _add_tone(
     def quality(decoded: np.ndarray) -> float:
         return float(psnr(image_to_tensor(decoded), x)[0])
 
-    decoded = np.asarray(codec.decode(winner.data))
     base = quality(decoded)
     options = []
     for block in TONE_BLOCKS:
@@ -252,17 +251,32 @@ def _add_tone(
 class _Ranking:
     """Picks among candidate files: those that fill :data:`FILL` of the budget (or else the
     largest; all of them without ``fill``), and of those the one whose decode has the highest PSNR;
-    each file is decoded once."""
+    each file is decoded once to be scored. The best decode of each kind (coded above full size or
+    not) is kept for the tone step, which starts from those; the rest are not (a full-size decode of
+    a 48 MP photo is 144 MB)."""
 
     def __init__(self, codec: Codec, image: np.ndarray, budget: int) -> None:
         self.codec, self.budget = codec, budget
         self.x = image_to_tensor(image)
+        self.width = image.shape[1]
         self.scores: dict[bytes, float] = {}
+        self.kept: dict[bool, tuple[bytes, np.ndarray]] = {}
+
+    def larger(self, file: EncodedImage) -> bool:
+        return file.header.coded_size[0] > self.width
 
     def score(self, file: EncodedImage) -> float:
         if file.data not in self.scores:
-            self.scores[file.data] = float(psnr(image_to_tensor(self.codec.decode(file.data)), self.x)[0])
+            decoded = np.asarray(self.codec.decode(file.data))
+            self.scores[file.data] = score = float(psnr(image_to_tensor(decoded), self.x)[0])
+            kept = self.kept.get(self.larger(file))
+            if kept is None or score > self.scores[kept[0]]:  # of equal ones the first, as max() picks
+                self.kept[self.larger(file)] = (file.data, decoded)
         return self.scores[file.data]
+
+    def decode(self, file: EncodedImage) -> np.ndarray:
+        kept = self.kept.get(self.larger(file))
+        return kept[1] if kept is not None and kept[0] == file.data else np.asarray(self.codec.decode(file.data))
 
     def fills(self, file: EncodedImage | None) -> bool:
         return file is not None and len(file.data) >= FILL * self.budget
