@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_rd.main(plot_args)
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
-    if levels:
+    if levels or any(_rc(e) for e in summary):
         shutil.copy(out / "rd.png", img / f"rd_{args.name}.png")
     sheet = out / f"sheet_{Path(args.sheet_image).stem}_L{sheet_level}.png"
     readme = Path(args.readme).resolve()

@@ -222,6 +222,21 @@ def test_rate_control_only_runs_compare_granularities(tmp_path, tiny_model_path,
     assert table.count("\n") == 2 and f"{ours['psnr'] - base['psnr']:+.2f}" in table.splitlines()[2]
 
 
+def test_report_of_a_rate_control_run_writes_its_table_and_plot(tmp_path, tiny_model_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(160, 144, 0).save(data / "img0.png")
+    report = load_script("report")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    readme = tmp_path / "eval.md"
+    readme.write_text("# results\n")
+    assert report.main(["--data", str(data), "--name", "rc", "--readme", str(readme), "--workers", "1", "--model",
+                        str(tiny_model_path), "--levels", "--bpp-targets", "0.05", "--codecs", "", "--threads", "1",
+                        "--granularity", "16", "--tone", "off"]) == 0
+    assert "<!-- results:rc_rc -->" in readme.read_text() and "| 0.05 |" in readme.read_text()
+    assert (tmp_path / "docs" / "img" / "rd_rc.png").stat().st_size > 10_000
+
+
 def test_sheet_shows_each_granularity_and_tone_setting_beside_the_original(tmp_path, tiny_model_path):
     data = tmp_path / "data"
     data.mkdir()
