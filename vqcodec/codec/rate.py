@@ -197,9 +197,9 @@ def _add_tone(
     codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, decoded: np.ndarray,
     shrink: Callable[[int], EncodedImage | None], always: bool,
 ) -> tuple[EncodedImage, float]:
-    """``winner`` (whose decode is ``decoded``), or a file of the same operating point with fewer tokens and a tone layer, if
-    that is closer to the image (with ``always``, the best file that has a tone layer), with its
-    PSNR (minus infinity for ``winner`` under ``always``).
+    """``winner`` (whose decode is ``decoded``), or a file of the same operating point with fewer
+    tokens and a tone layer, if that is closer to the image (with ``always``, the best file that has
+    a tone layer), with its PSNR (minus infinity for ``winner`` under ``always``).
 
     Every tone option (:data:`TONE_BLOCKS` × :data:`TONE_STEPS`) is measured on the winner's
     decode; the :data:`TONE_TRIES` with the best gain net of what their bytes would have bought
