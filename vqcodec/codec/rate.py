@@ -185,7 +185,7 @@ def _search(
     others = [c for c in pool if ranking.larger(c) != ranking.larger(winner)]
     if others:  # a layer on the runner-up of the other kind may beat one on the winner
         starts.append(max(others, key=ranking.score))
-    toned = [_add_tone(codec, image, budget, start, ranking.decode(start), shrink[start.data], tone_mode == "on") for start in starts]
+    toned = [_add_tone(codec, image, budget, start, ranking, shrink[start.data], tone_mode == "on") for start in starts]
     return max(toned, key=lambda scored: scored[1])[0]
 
 
@@ -194,10 +194,10 @@ def _fit(found: tuple[int, EncodedImage] | None) -> EncodedImage | None:
 
 
 def _add_tone(
-    codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, decoded: np.ndarray,
+    codec: Codec, image: np.ndarray, budget: int, winner: EncodedImage, ranking: _Ranking,
     shrink: Callable[[int], EncodedImage | None], always: bool,
 ) -> tuple[EncodedImage, float]:
-    """``winner`` (whose decode is ``decoded``), or a file of the same operating point with fewer
+    """``winner`` (decoded and measured through ``ranking``), or a file of the same operating point with fewer
     tokens and a tone layer, if that is closer to the image (with ``always``, the best file that has
     a tone layer), with its PSNR (minus infinity for ``winner`` under ``always``).
 
@@ -206,11 +206,8 @@ def _add_tone(
     as tokens (:data:`DB_PER_DOUBLING`) are tried for real: the tokens shrink to leave room, the
     layer is refitted to their decode, and the result is scored by its PSNR."""
     height, width = image.shape[:2]
-    x = image_to_tensor(image)
-
-    def quality(decoded: np.ndarray) -> float:
-        return float(psnr(image_to_tensor(decoded), x)[0])
-
+    quality = ranking.quality
+    decoded = ranking.decode(winner)
     base = quality(decoded)
     options = []
     for block in TONE_BLOCKS:
@@ -268,11 +265,15 @@ class _Ranking:
     def score(self, file: EncodedImage) -> float:
         if file.data not in self.scores:
             decoded = np.asarray(self.codec.decode(file.data))
-            self.scores[file.data] = score = float(psnr(image_to_tensor(decoded), self.x)[0])
+            self.scores[file.data] = score = self.quality(decoded)
             kept = self.kept.get(self.larger(file))
             if kept is None or score > self.scores[kept[0]]:  # of equal ones the first, as max() picks
                 self.kept[self.larger(file)] = (file.data, decoded)
         return self.scores[file.data]
+
+    def quality(self, decoded: np.ndarray) -> float:
+        """PSNR of ``decoded`` against the image."""
+        return float(psnr(image_to_tensor(decoded), self.x)[0])
 
     def decode(self, file: EncodedImage) -> np.ndarray:
         kept = self.kept.get(self.larger(file))
