@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec import granularity  # noqa: E402
 from vqcodec.codec.codec import EncodedImage  # noqa: E402
+from vqcodec.codec.container import read_header  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor  # noqa: E402
 from vqcodec.evaluation.classical import ClassicalCodec, Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import psnr  # noqa: E402
@@ -109,9 +110,10 @@ def map_overlay(image: Image.Image, encoded: EncodedImage) -> Image.Image:
 def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, level: int | None,
              realism: list[float | None], codecs: list[ClassicalCodec], cache: Path, bpp: float | None = None,
              granularities: list[str] = ("16",), tones: list[str] = ("auto",),
-             keep: Path | None = None) -> list[list[tuple[str, Image.Image]]]:
+             keep: Path | None = None, reuse: bool = False) -> list[list[tuple[str, Image.Image]]]:
     """Per crop box: ``(label, crop)`` for the original, each vqcodec setting and each classical codec;
-    labels give each whole picture's bpp and PSNR. ``keep``: a folder for the vqcodec files."""
+    labels give each whole picture's bpp and PSNR. ``keep``: a folder for the vqcodec files; with
+    ``reuse``, a file already there is decoded instead of encoding the photo again."""
     image = Image.open(path).convert("RGB")
     pixels = image.width * image.height
     tiles = [("original", image)]
@@ -119,11 +121,16 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
     for g in granularities:
         for t in tones:
             point = {"bpp": bpp} if bpp is not None else {"level": level}
-            encoded = codec.encode(image, granularity=g, tone=t, **point)
+            kept = None if keep is None else keep / f"{path.stem}.{g}.tone-{t}.vqc"
+            if reuse and kept is not None and kept.exists():
+                data = kept.read_bytes()
+                encoded = EncodedImage(data, read_header(data))
+            else:
+                encoded = codec.encode(image, granularity=g, tone=t, **point)
+                if kept is not None:
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_bytes(encoded.data)
             files.append(encoded)
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
-                (keep / f"{path.stem}.{g}.tone-{t}.vqc").write_bytes(encoded.data)
             name = " ".join(["vqcodec"] + ([{"16": "f16 grid", "adaptive": "adaptive"}[g]] if len(granularities) > 1 else [])
                             + ([f"tone {'layer' if encoded.header.tone else 'none'}"] if len(tones) > 1 else []))
             tiles += _decodes(codec, encoded, name, realism, with_map=g == "adaptive", original=image)
@@ -184,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--cache", default="results/sheet_cache", help="classical files found, reused by later runs")
     p.add_argument("--keep", help="also write each vqcodec file into this folder")
+    p.add_argument("--reuse", action="store_true",
+                   help="decode the files already in --keep instead of encoding again (other crops or decoders; "
+                        "delete the folder after changing the encoder)")
     args = p.parse_args(argv)
+    if args.reuse and not args.keep:
+        p.error("--reuse needs --keep")
     available = available_codecs()
     names = [c for c in args.codecs.split(",") if c]
     missing = sorted(set(names) - set(available))
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path, where in tqdm(boxes.items(), unit="photo"):
         rows += rows_for(codec, path, where, args.size, args.level, realism, codecs, Path(args.cache),
-                         args.bpp, args.granularity, args.tone, Path(args.keep) if args.keep else None)
+                         args.bpp, args.granularity, args.tone, Path(args.keep) if args.keep else None, args.reuse)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet(rows, args.size).save(args.out, quality=92)  # JPEG: small enough for the docs; PNG ignores it
     print(f"wrote {args.out}: {len(rows)} crops")

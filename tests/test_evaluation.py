@@ -254,6 +254,25 @@ def test_sheet_shows_each_granularity_and_tone_setting_beside_the_original(tmp_p
     assert kept == ["smooth.adaptive.tone-off.vqc", "smooth.adaptive.tone-on.vqc"]
 
 
+def test_sheet_reuses_the_kept_files_without_encoding(tmp_path, tiny_model_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    _photo(160, 144, 0).save(data / "smooth.png")
+    sheet = load_script("realism_sheet")
+    args = ["--data", str(data), "--model", str(tiny_model_path), "--bpp", "0.06", "--tone", "off", "on",
+            "--realism", "1", "--codecs", "", "--size", "64", "--crop", "smooth:8:8", "--keep", str(tmp_path / "files")]
+    assert sheet.main(args + ["--out", str(tmp_path / "first.png")]) == 0
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(sheet.Codec, "encode", no_encoding)
+    assert sheet.main(args + ["--out", str(tmp_path / "again.png"), "--reuse"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "first.png")), np.asarray(Image.open(tmp_path / "again.png")))
+    with pytest.raises(AssertionError, match="encoded again"):  # without --reuse the photo is coded anew
+        sheet.main(args + ["--out", str(tmp_path / "third.png")])
+
+
 def test_blind_test_hides_the_sides_and_tallies_the_answers(tmp_path, tiny_model_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
