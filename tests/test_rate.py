@@ -84,6 +84,20 @@ def test_fixed_grid_tries_larger_scales_when_full_size_cannot_fill_the_budget(co
     assert toned.header.tone and len(toned.data) <= budget and codec.decode(toned.data).size == (170, 120)
 
 
+def test_adaptive_search_weighs_an_unfilled_full_size_file_by_its_psnr(codec, big_photo, monkeypatch):
+    finest = len(codec.encode(big_photo, level=max(codec.levels), granularity="16", tone="off").data)
+    budget = round(1.4 * finest)  # full size cannot fill it; larger scales can
+
+    def encode():
+        return codec.encode(big_photo, max_bytes=budget, granularity="adaptive", tone="off")
+
+    monkeypatch.setattr(rate._Ranking, "score", lambda self, file: -file.header.coded_size[0])
+    assert encode().header.coded_size[0] <= 170  # full size decodes closest: it wins without filling the budget
+    monkeypatch.setattr(rate._Ranking, "score", lambda self, file: file.header.coded_size[0])
+    larger = encode()
+    assert larger.header.coded_size[0] > 170 and len(larger.data) <= budget
+
+
 def test_the_tone_step_reuses_the_rankings_decodes(codec, big_photo, monkeypatch):
     rankings, decodes = [], []
     init, decode = rate._Ranking.__init__, codec.decode

@@ -8,7 +8,8 @@ those that fill at least :data:`FILL` of the budget, the one whose decode is clo
 full size falls short of that share (a smooth photo at a generous budget), the fixed grid tries
 the scales above full size in turn until one fills it, and the file with the best PSNR among
 those and the full-size one wins: the extra bytes buy detail on smooth photos, while on detailed
-ones the larger scale affords only a coarser level and loses. Every size is a real file size: a
+ones the larger scale affords only a coarser level and loses; the adaptive search's files are then
+weighed the same way, by PSNR alone against the full-size file. Every size is a real file size: a
 budget is never exceeded.
 
 With adaptive granularity the map's λ is a third, continuous knob: coarse tokens free bits for a
@@ -151,11 +152,12 @@ def _search(
             break  # smaller scales only get smaller
     if not candidates:
         raise VQCodecError(f"no operating point fits {budget} bytes for this {width}x{height} image")
-    pool: list[EncodedImage] = []
-    if granularity == "16" and not any(fills(c) for c in candidates):
-        # the finest level at full size falls short of the budget: larger scales spend it, which
-        # pays on smooth photos and not on detailed ones (a coarser level), so PSNR alone decides
-        pool = [max(candidates, key=lambda c: len(c.data))]
+    # when the finest level at full size falls short of the budget, larger scales spend it, which
+    # pays on smooth photos and not on detailed ones (a coarser level), so PSNR alone decides
+    # among the files in the pool: the full-size one and those above full size
+    short = not any(fills(c) for c in candidates)
+    pool = [max(candidates, key=lambda c: len(c.data))] if short else []
+    if granularity == "16" and short:
         for scale in reversed(SCALES[: len(SCALES) - len(FIXED_SCALES)]):
             file = fixed_point(scale)
             if file is None:
@@ -176,8 +178,9 @@ def _search(
             file = _fit(_bisect(make, len(LAMBDAS), budget))
             if file is not None:
                 candidates.append(file)
+                pool += [file] if short else []
                 shrink[file.data] = lambda b, make=make: _fit(_bisect(make, len(LAMBDAS), b))
-        winner = ranking.best(candidates)
+        winner = ranking.best(pool, fill=False) if pool else ranking.best(candidates)
     if tone_mode == "off":
         return winner
     stage("tone layer")
