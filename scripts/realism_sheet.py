@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", help="also write each vqcodec file into this folder")
     p.add_argument("--reuse", action="store_true",
                    help="decode the files already in --keep instead of encoding again (other crops or decoders; "
-                        "delete the folder after changing the encoder)")
+                        "delete the folder after changing the encoder, --bpp or --level)")
     args = p.parse_args(argv)
     if args.reuse and not args.keep:
         p.error("--reuse needs --keep")

@@ -178,7 +178,8 @@ def _search(
             file = _fit(_bisect(make, len(LAMBDAS), budget))
             if file is not None:
                 candidates.append(file)
-                pool += [file] if short else []
+                if short:
+                    pool.append(file)
                 shrink[file.data] = lambda b, make=make: _fit(_bisect(make, len(LAMBDAS), b))
         winner = ranking.best(pool, fill=False) if pool else ranking.best(candidates)
     if tone_mode == "off":
