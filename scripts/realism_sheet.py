@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vqcodec import Codec  # noqa: E402
 from vqcodec.codec import granularity  # noqa: E402
 from vqcodec.codec.codec import EncodedImage  # noqa: E402
-from vqcodec.codec.container import read_header  # noqa: E402
 from vqcodec.codec.image_io import image_to_tensor  # noqa: E402
 from vqcodec.evaluation.classical import ClassicalCodec, Trials, available_codecs  # noqa: E402
 from vqcodec.metrics import psnr  # noqa: E402
@@ -123,8 +122,7 @@ def rows_for(codec: Codec, path: Path, boxes: list[tuple[int, int]], size: int, 
             point = {"bpp": bpp} if bpp is not None else {"level": level}
             kept = None if keep is None else keep / f"{path.stem}.{g}.tone-{t}.vqc"
             if reuse and kept is not None and kept.exists():
-                data = kept.read_bytes()
-                encoded = EncodedImage(data, read_header(data))
+                encoded = EncodedImage.from_bytes(kept.read_bytes())
             else:
                 encoded = codec.encode(image, granularity=g, tone=t, **point)
                 if kept is not None:

@@ -58,6 +58,11 @@ class EncodedImage:
     data: bytes
     header: container.Header
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EncodedImage:
+        """A file's bytes with their header read (validated, the payload left for decoding)."""
+        return cls(data, container.read_header(data))
+
     @property
     def bpp(self) -> float:
         """Bits per pixel of the original image, headers included."""
@@ -279,8 +284,7 @@ class Codec:
 
     def with_tone(self, file: EncodedImage, layer: ToneLayer) -> EncodedImage:
         """``file`` with ``layer`` in its header (its payload unchanged)."""
-        data = container.with_header(file.data, tone=encode_layer(layer))
-        return EncodedImage(data, container.read_header(data))
+        return EncodedImage.from_bytes(container.with_header(file.data, tone=encode_layer(layer)))
 
     def granular_choices(self, coded: torch.Tensor, level: int) -> list[GranularChoices]:
         """Coded images' (``[B,3,H,W]``, uint8) index grids at every granularity, and each
